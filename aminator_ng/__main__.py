@@ -1,0 +1,3 @@
+from aminator_ng.cli import main
+
+main()

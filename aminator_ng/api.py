@@ -1,0 +1,88 @@
+"""The one module plugins import: what the engine promises to plugin authors.
+
+Everything a plugin may use is re-exported here; the rest of ``aminator_ng`` is private and may
+change without notice. ``API_VERSION`` follows semantic versioning: a plugin can check the major
+number it was written for.
+"""
+
+from __future__ import annotations
+
+from aminator_ng.blockdev import (
+    Filesystem,
+    find_root_filesystem,
+    loop_device,
+    partition_nodes,
+    probe,
+)
+from aminator_ng.chroot import Chroot, replaced_file, resolve_in_root
+from aminator_ng.cloud import CloudBackend, NotSupportedError
+from aminator_ng.config import EngineSettings
+from aminator_ng.errors import (
+    AminatorError,
+    BakeError,
+    BakeTimeoutError,
+    CleanupError,
+    CloudError,
+    CommandError,
+    ConfigError,
+    ConflictError,
+    HostError,
+    NotFoundError,
+    RequestError,
+)
+from aminator_ng.hookspecs import hookimpl
+from aminator_ng.model import (
+    BakeFacts,
+    Distro,
+    Image,
+    ImageSpec,
+    ManifestEntry,
+    PackageInfo,
+    PackageRequest,
+    Snapshot,
+    Volume,
+)
+from aminator_ng.provisioner import Provisioner
+from aminator_ng.run import Completed, find_tool, run
+
+API_VERSION = "1.0"
+
+__all__ = [
+    "API_VERSION",
+    "AminatorError",
+    "BakeError",
+    "BakeFacts",
+    "BakeTimeoutError",
+    "Chroot",
+    "CleanupError",
+    "CloudBackend",
+    "CloudError",
+    "CommandError",
+    "Completed",
+    "ConfigError",
+    "ConflictError",
+    "Distro",
+    "EngineSettings",
+    "Filesystem",
+    "HostError",
+    "Image",
+    "ImageSpec",
+    "ManifestEntry",
+    "NotFoundError",
+    "NotSupportedError",
+    "PackageInfo",
+    "PackageRequest",
+    "Provisioner",
+    "RequestError",
+    "Snapshot",
+    "Volume",
+    "find_root_filesystem",
+    "find_tool",
+    "hookimpl",
+    "loop_device",
+    "partition_nodes",
+    "probe",
+    "replaced_file",
+    "resolve_in_root",
+    "run",
+]

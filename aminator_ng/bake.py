@@ -1,0 +1,387 @@
+"""The bake: from a base image and packages to a registered image.
+
+Every acquisition is a context manager entered on one ExitStack, so that everything is released
+in reverse order on success, on error and on a signal. With ``preserve_on_error`` a failed bake
+keeps what it acquired (``ExitStack.pop_all``) and says how to release it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aminator_ng import __version__
+from aminator_ng.blockdev import find_root_filesystem, partition_nodes
+from aminator_ng.chroot import (
+    Chroot,
+    api_filesystems,
+    host_resolv_conf,
+    no_process_left,
+    replaced_file,
+)
+from aminator_ng.cloud import CloudBackend
+from aminator_ng.config import BakeRequest, EngineSettings
+from aminator_ng.errors import HostError, NotFoundError, RequestError
+from aminator_ng.model import (
+    BakeFacts,
+    Distro,
+    Image,
+    ImageSpec,
+    ManifestEntry,
+    PackageInfo,
+    PackageRequest,
+)
+from aminator_ng.mount import mounted
+from aminator_ng.naming import sanitize_image_name
+from aminator_ng.osrelease import read_os_release
+from aminator_ng.plugin_manager import Hooks, require_provisioner
+from aminator_ng.provisioner import Provisioner
+from aminator_ng.run import require_tools, run
+from aminator_ng.steps import Steps
+
+log = logging.getLogger(__name__)
+
+#: Host tools the engine's own Linux layer runs in every bake.
+ENGINE_TOOLS = ("blkid", "chroot", "findmnt", "fstrim", "mount", "partx", "sync", "umount")
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
+PACKAGE_FILE_SUFFIXES = (".deb", ".rpm")
+
+
+def new_bake_id() -> str:
+    return secrets.token_hex(8)
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise HostError(f"{action} must run as root", hint="run it with sudo")
+
+
+@dataclass(frozen=True)
+class KeptResource:
+    """Something a failed bake kept because of ``--preserve-on-error``."""
+
+    kind: str
+    resource_id: str
+    release: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.resource_id, "release": self.release}
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    bake_id: str
+    image: Image
+    cloud: str
+    base: Image
+    tags: dict[str, str]
+    packages: tuple[PackageInfo, ...]
+    manifest: tuple[ManifestEntry, ...]
+    steps: list[Any]
+    duration_s: float
+    log_path: Path | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bake_id": self.bake_id,
+            "image_id": self.image.image_id,
+            "name": self.image.name,
+            "cloud": self.cloud,
+            "images": {self.image.region: self.image.image_id},
+            "base_image_id": self.base.image_id,
+            "base_image_name": self.base.name,
+            "tags": self.tags,
+            "packages": [p.as_dict() for p in self.packages],
+            "manifest": [m.as_dict() for m in self.manifest],
+            "steps": [s.as_dict() for s in self.steps],
+            "duration_s": round(self.duration_s, 3),
+            "log_path": str(self.log_path) if self.log_path else None,
+        }
+
+
+@dataclass
+class MountedRoot:
+    device: Path
+    mount_point: Path
+    fstype: str
+
+
+def looks_like_file(spec: str) -> bool:
+    return "/" in spec or spec.endswith(PACKAGE_FILE_SUFFIXES) or Path(spec).is_file()
+
+
+def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageRequest]:
+    """Check every PACKAGE argument before anything is acquired; read the files' metadata."""
+    if not specs:
+        raise RequestError("no package to bake", hint="name a package file or a package name")
+    requests: list[PackageRequest] = []
+    for spec in specs:
+        if looks_like_file(spec):
+            path = Path(spec).resolve()
+            if not path.is_file():
+                raise NotFoundError(f"package file not found: {spec}")
+            info = hooks.read_package_file(path)
+            if info is None:
+                raise RequestError(
+                    f"not a package file: {spec}",
+                    hint="give a .deb or .rpm file, or a package name from the repositories",
+                )
+            requests.append(PackageRequest(spec, path, info))
+        elif PACKAGE_NAME.match(spec):
+            requests.append(PackageRequest(spec))
+        else:
+            raise RequestError(f"not a package name: {spec!r}")
+    return requests
+
+
+class Bake:
+    """One bake. Its id, steps and kept resources stay readable after it fails."""
+
+    def __init__(
+        self,
+        request: BakeRequest,
+        settings: EngineSettings,
+        hooks: Hooks,
+        cloud: CloudBackend,
+        *,
+        bake_id: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.request = request
+        self.settings = settings
+        self.hooks = hooks
+        self.cloud = cloud
+        self.bake_id = bake_id or new_bake_id()
+        self.log_path = log_path
+        self.started = datetime.now(UTC).replace(microsecond=0)
+        self.steps = Steps(on_finished=self._step_finished)
+        self.kept: list[KeptResource] = []
+        #: What a preserved failure keeps alive; never closed (see ``run``).
+        self._kept_stack: ExitStack | None = None
+
+    def _step_finished(self, step: str, duration_s: float, failed: bool) -> None:
+        self.hooks.step_finished(self.bake_id, step, duration_s, failed)
+
+    def _facts(
+        self,
+        base: Image,
+        packages: Sequence[PackageInfo],
+        manifest: Sequence[ManifestEntry],
+        distro: Distro,
+    ) -> BakeFacts:
+        return BakeFacts(
+            bake_id=self.bake_id,
+            started=self.started,
+            base=base,
+            packages=tuple(packages),
+            manifest=tuple(manifest),
+            distro=distro,
+            name_template=self.request.name_template,
+            suffix=self.request.suffix,
+            extra_tags=dict(self.request.tags),
+            engine_version=__version__,
+        )
+
+    def _image_name(self, facts: BakeFacts) -> str:
+        name = self.hooks.image_name(facts)
+        if not name:
+            raise RequestError("no finalizer plugin named the image", hint="see 'aminate plugins'")
+        return sanitize_image_name(name)
+
+    def run(self) -> BakeResult:
+        began = time.monotonic()
+        require_root("aminate bake")
+        require_tools([*ENGINE_TOOLS, *self.cloud.required_tools()])
+        with self.steps.step("read_packages"):
+            requests = read_package_requests(self.hooks, self.request.packages)
+        with ExitStack() as stack:
+            try:
+                result = self._bake(stack, requests)
+            except BaseException:
+                if self.request.preserve_on_error and self.kept:
+                    # Ownership moves out of the stack: nothing is released, and the CLI exits
+                    # without running finalizers so that nothing is released later either.
+                    self._kept_stack = stack.pop_all()
+                raise
+        return BakeResult(
+            bake_id=self.bake_id,
+            image=result[0],
+            cloud=self.cloud.name,
+            base=result[1],
+            tags=dict(result[0].tags),
+            packages=result[2],
+            manifest=result[3],
+            steps=self.steps.timings,
+            duration_s=time.monotonic() - began,
+            log_path=self.log_path,
+        )
+
+    @property
+    def preserved(self) -> bool:
+        return self._kept_stack is not None
+
+    def _track(self, stack: ExitStack, kind: str, resource_id: str, release: str) -> None:
+        """Remember a resource until ``stack`` releases it; what a preserved failure kept stays."""
+        entry = KeptResource(kind, resource_id, release)
+        self.kept.append(entry)
+        stack.callback(self.kept.remove, entry)
+
+    def _bake(
+        self, stack: ExitStack, requests: list[PackageRequest]
+    ) -> tuple[Image, Image, tuple[PackageInfo, ...], tuple[ManifestEntry, ...]]:
+        steps, cloud = self.steps, self.cloud
+        with steps.step("resolve_base"):
+            base = cloud.resolve_base(self.request.base)
+        log.info("base image %s (%s)", base.image_id, base.name)
+
+        volume_stack = stack.enter_context(ExitStack())
+        volume = volume_stack.enter_context(
+            steps.resource("create_volume", "delete_volume", cloud.volume(base, self.bake_id))
+        )
+        self._track(
+            volume_stack,
+            "volume",
+            volume.volume_id,
+            cloud.release_command("volume", volume.volume_id),
+        )
+
+        device_stack = volume_stack.enter_context(ExitStack())
+        device = device_stack.enter_context(
+            steps.resource("attach", "detach", cloud.attached(volume, self.bake_id))
+        )
+        self._track(
+            device_stack, "device", str(device), cloud.release_command("device", str(device))
+        )
+        root = device_stack.enter_context(
+            steps.resource("mount", "unmount", self._mounted_root(device))
+        )
+        self._track(
+            device_stack,
+            "mount",
+            str(root.mount_point),
+            f"umount -R {shlex.quote(str(root.mount_point))}",
+        )
+
+        with steps.step("detect_distro"):
+            distro, provisioner = self._detect(root.mount_point)
+        chroot = device_stack.enter_context(
+            steps.resource(
+                "chroot_setup", "chroot_teardown", self._chroot(root.mount_point, distro)
+            )
+        )
+        with steps.step("install"):
+            provisioner.install(chroot, requests)
+        with steps.step("inspect"):
+            packages = self._baked_packages(chroot, provisioner, requests)
+            manifest = tuple(provisioner.manifest(chroot))
+        with steps.step("name"):
+            facts = self._facts(base, packages, manifest, distro)
+            name = self._image_name(facts)
+            cloud.check_name_available(name)
+            tags = {**self.hooks.image_tags(facts), **self.request.tags}
+            description = self.hooks.image_description(facts) or f"{name}, from {base.name}"
+        device_stack.close()  # chroot_teardown, unmount, detach
+
+        with steps.step("snapshot"):
+            snapshot = stack.enter_context(cloud.snapshot(volume, self.bake_id, description))
+        self._track(
+            stack,
+            "snapshot",
+            snapshot.snapshot_id,
+            cloud.release_command("snapshot", snapshot.snapshot_id),
+        )
+        volume_stack.close()  # delete_volume: the snapshot no longer needs it
+
+        spec = ImageSpec(name, description, tags, manifest, base)
+        with steps.step("register"):
+            image = stack.enter_context(cloud.registered(snapshot, spec, self.bake_id))
+        self._track(stack, "image", image.image_id, cloud.release_command("image", image.image_id))
+        log.info("registered %s as %s", image.image_id, image.name)
+        with steps.step("publish"):
+            self.hooks.image_registered(image, facts, cloud)
+        return image, base, packages, manifest
+
+    @contextlib.contextmanager
+    def _mounted_root(self, device: Path) -> Iterator[MountedRoot]:
+        mount_point = self.settings.work_dir / self.bake_id / "root"
+        with ExitStack() as stack:
+            parts = stack.enter_context(partition_nodes(device))
+            root_fs = find_root_filesystem(device, parts)
+            mount_point.mkdir(parents=True, exist_ok=True)
+            stack.callback(_remove_empty_dirs, mount_point, self.settings.work_dir)
+            options = ["nouuid"] if root_fs.fstype == "xfs" else []
+            stack.enter_context(
+                mounted(root_fs.device, mount_point, fstype=root_fs.fstype, options=options)
+            )
+            log.info("mounted %s (%s) on %s", root_fs.device, root_fs.fstype, mount_point)
+            yield MountedRoot(root_fs.device, mount_point, root_fs.fstype)
+            # Only on success: flush, then let the loop device punch holes for freed blocks so
+            # that the snapshot stays small.
+            run(["sync", "-f", mount_point], what=f"sync {mount_point}")
+            run(["fstrim", mount_point], what=f"trim {mount_point}", check=False)
+
+    def _detect(self, root: Path) -> tuple[Distro, Provisioner]:
+        os_release = read_os_release(root)
+        distro = self.hooks.detect_distro(os_release, root)
+        if distro is None:
+            described = (
+                os_release.get("PRETTY_NAME") or os_release.get("ID") or "no /etc/os-release"
+            )
+            raise RequestError(
+                f"no distro plugin recognises the base image's distribution ({described})",
+                hint="install a plugin for it; 'aminate plugins' lists the loaded ones",
+            )
+        provisioner = require_provisioner(self.hooks, distro)
+        require_tools(provisioner.required_tools())
+        log.info(
+            "distribution %s, provisioner %s", distro.pretty_name or distro.os_id, provisioner.name
+        )
+        return distro, provisioner
+
+    @contextlib.contextmanager
+    def _chroot(self, root: Path, distro: Distro) -> Iterator[Chroot]:
+        chroot = Chroot(root)
+        with ExitStack() as stack:
+            stack.enter_context(api_filesystems(chroot))
+            stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
+            self.hooks.prepare_chroot(chroot, distro, stack)
+            # Entered last, so left first: daemons die before anything they use goes away.
+            stack.enter_context(no_process_left(root))
+            yield chroot
+
+    def _baked_packages(
+        self, chroot: Chroot, provisioner: Provisioner, requests: list[PackageRequest]
+    ) -> tuple[PackageInfo, ...]:
+        by_name = [r.spec for r in requests if not r.is_file]
+        queried = {p.name: p for p in provisioner.query(chroot, by_name)} if by_name else {}
+        baked: list[PackageInfo] = []
+        for request in requests:
+            if request.info is not None:
+                baked.append(request.info)
+            elif request.spec in queried:
+                baked.append(queried[request.spec])
+            else:
+                raise RequestError(f"package {request.spec} is not installed after the install")
+        return tuple(baked)
+
+
+def _remove_empty_dirs(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents up to (not including) ``stop`` while they are empty."""
+    current = path
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent

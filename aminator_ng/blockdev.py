@@ -1,0 +1,160 @@
+"""Block devices: loop devices over image files, their partitions, and the root filesystem on them.
+
+No udev is assumed: partitions are found through sysfs, created with ``partx`` when the kernel did
+not scan the table itself, and filesystems are probed with ``blkid -p``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aminator_ng.errors import BakeError, CleanupError, CommandError, RequestError
+from aminator_ng.run import run
+
+log = logging.getLogger(__name__)
+
+SYSFS_BLOCK = Path("/sys/class/block")
+DEV = Path("/dev")
+
+#: GPT partition types of a root filesystem (the Discoverable Partitions Specification).
+GPT_ROOT_TYPES = {
+    "4f68bce3-e8cd-4c9a-b7a5-f1e7f2d4b709": "x86-64",
+    "b921b045-1df0-41c3-af44-4c6f280d3fae": "arm64",
+    "44479540-f297-41b2-9af7-d131d5f0458a": "x86",
+    "69dad710-2ce4-4e3c-b16c-21a1d49abed3": "arm",
+}
+LINUX_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs"}
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """A filesystem found on a device or partition."""
+
+    device: Path
+    fstype: str
+    size_bytes: int
+    uuid: str = ""
+    part_type: str = ""
+
+
+def probe(device: Path) -> dict[str, str]:
+    """What ``blkid -p`` (low-level, no cache) says of a device or image file; {} if nothing."""
+    result = run(["blkid", "-p", "-o", "export", device], check=False)
+    if result.returncode == 2:  # nothing recognised
+        return {}
+    if result.returncode != 0:
+        raise BakeError(f"cannot probe {device}: {result.stderr.strip() or 'blkid failed'}")
+    fields: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def _sysfs_size(name: str) -> int:
+    return int((SYSFS_BLOCK / name / "size").read_text()) * 512
+
+
+def partitions(device: Path) -> list[Path]:
+    """The partition nodes of a device, from sysfs (``loop0p1``, ``nvme0n1p1``, ``xvdf1`` alike)."""
+    entry = SYSFS_BLOCK / device.name
+    found = sorted(
+        (child.name for child in entry.iterdir() if (child / "partition").exists()),
+        key=lambda name: int((SYSFS_BLOCK / name / "partition").read_text()),
+    )
+    return [DEV / name for name in found]
+
+
+def _wait_for_nodes(nodes: list[Path], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(node.exists() for node in nodes):
+        if time.monotonic() > deadline:
+            missing = ", ".join(str(n) for n in nodes if not n.exists())
+            raise BakeError(f"partition device nodes did not appear: {missing}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def partition_nodes(device: Path) -> Iterator[list[Path]]:
+    """Make sure the kernel knows the device's partitions for as long as the context lasts.
+
+    Where the kernel parsed the table itself (EC2's kernels do), nothing is done. Where it did not
+    (a kernel without partition-table parsers), ``partx -a`` adds them and ``partx -d`` removes
+    them.
+    """
+    found = partitions(device)
+    if found or "PTTYPE" not in probe(device):
+        _wait_for_nodes(found)
+        yield found
+        return
+    run(["partx", "-a", device], what=f"add partitions of {device}")
+    try:
+        added = partitions(device)
+        _wait_for_nodes(added)
+        yield added
+    finally:
+        run(["partx", "-d", device], what=f"remove partitions of {device}")
+
+
+def find_root_filesystem(device: Path, parts: list[Path]) -> Filesystem:
+    """The root filesystem: the GPT root-typed partition, else the largest Linux filesystem among
+    the partitions, else the whole device."""
+    candidates: list[Filesystem] = []
+    for part in parts:
+        fields = probe(part)
+        if fields.get("TYPE") in LINUX_FILESYSTEMS:
+            candidates.append(
+                Filesystem(
+                    part,
+                    fields["TYPE"],
+                    _sysfs_size(part.name),
+                    fields.get("UUID", ""),
+                    fields.get("PART_ENTRY_TYPE", "").lower(),
+                )
+            )
+    rooted = [fs for fs in candidates if fs.part_type in GPT_ROOT_TYPES]
+    if rooted:
+        return rooted[0]
+    if candidates:
+        return max(candidates, key=lambda fs: fs.size_bytes)
+    whole = probe(device)
+    if whole.get("TYPE") in LINUX_FILESYSTEMS:
+        return Filesystem(device, whole["TYPE"], _sysfs_size(device.name), whole.get("UUID", ""))
+    raise RequestError(
+        f"no Linux root filesystem found on {device}",
+        hint="the base image needs an ext4, xfs or btrfs root, whole-disk or in a partition",
+    )
+
+
+@contextlib.contextmanager
+def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
+    """A loop device over an image file, detached when the context ends."""
+    argv: list[str | Path] = ["losetup", "--find", "--show"]
+    if read_only:
+        argv.append("--read-only")
+    device = Path(run([*argv, image], what=f"attach {image} to a loop device").stdout.strip())
+    log.debug("attached %s to %s", image, device)
+    try:
+        yield device
+    finally:
+        detach_loop_device(device)
+
+
+def detach_loop_device(device: Path, attempts: int = 10) -> None:
+    """``losetup -d``, retried while the kernel still holds the device briefly after unmount."""
+    for attempt in range(1, attempts + 1):
+        try:
+            run(["losetup", "--detach", device], what=f"detach {device}")
+            return
+        except CommandError as exc:
+            if "No such device" in exc.stderr_tail:
+                return
+            if attempt == attempts:
+                raise CleanupError(f"cannot detach {device}: {exc.stderr_tail}") from exc
+            time.sleep(0.1 * attempt)

@@ -1,0 +1,509 @@
+"""The ``aminate`` command line (DESIGN.md's CLI contract).
+
+Global options are accepted before and after the command name. After them, a word that names a
+command runs that command; anything else is handed to ``bake``, the default command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from aminator_ng import __version__
+from aminator_ng.bake import Bake, new_bake_id
+from aminator_ng.base import create_base
+from aminator_ng.config import BakeRequest, EngineSettings, parse_tag, settings_from_environment
+from aminator_ng.diskimage import FILESYSTEMS, LAYOUTS, parse_size
+from aminator_ng.errors import (
+    EXIT_BAD_REQUEST,
+    EXIT_BAKE_FAILED,
+    EXIT_SIGINT,
+    AminatorError,
+    ConfigError,
+    Interrupted,
+)
+from aminator_ng.output import bake_text, error_object, image_text, images_text, print_json
+from aminator_ng.plugin_manager import Hooks, load_plugins
+from aminator_ng.signals import interrupts_raised
+
+log = logging.getLogger("aminator_ng")
+
+F = TypeVar("F", bound=Callable[..., Any])
+GLOBALS_KEY = "aminator_ng.globals"
+#: Global options that take a value, and flags; the dispatch rule skips over them.
+GLOBAL_VALUE_OPTIONS = ("--cloud", "--output")
+GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
+#: Commands of later versions: a usage error now, never a package to bake.
+RESERVED_COMMANDS = ("cleanup", "config")
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if param.name and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
+        ctx.meta.setdefault(GLOBALS_KEY, {})[param.name] = value
+    return value
+
+
+def global_options(command: F) -> F:
+    """The options every command accepts, before or after its name, with the same effect."""
+    decorators = [
+        click.option(
+            "--cloud",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember,
+            help="Cloud backend (default: local, or AMINATOR_CLOUD).",
+        ),
+        click.option(
+            "--output",
+            type=click.Choice(["text", "json"]),
+            expose_value=False,
+            callback=_remember,
+            help="text for people, json for scripts (stdout only).",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Only warnings and errors on stderr.",
+        ),
+        click.option(
+            "--debug",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Debug logging, and tracebacks on errors.",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+class App:
+    """What a command needs: the settings from every layer, and the plugins."""
+
+    def __init__(self, ctx: click.Context) -> None:
+        given = ctx.meta.get(GLOBALS_KEY, {})
+        self.settings: EngineSettings = settings_from_environment(
+            cloud=given.get("cloud"),
+            output=given.get("output") or "text",
+            debug=bool(given.get("debug")),
+            quiet=bool(given.get("quiet")),
+        )
+        configure_logging(self.settings)
+        ctx.meta["aminator_ng.settings"] = self.settings
+        self._hooks: Hooks | None = None
+
+    @property
+    def hooks(self) -> Hooks:
+        if self._hooks is None:
+            self._hooks = load_plugins()
+        return self._hooks
+
+    @property
+    def json(self) -> bool:
+        return self.settings.output == "json"
+
+    def emit(self, data: Any, text: str) -> None:
+        if self.json:
+            print_json(data)
+        else:
+            click.echo(text)
+
+
+def configure_logging(settings: EngineSettings) -> None:
+    level = logging.DEBUG if settings.debug else logging.WARNING if settings.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+class AminateGroup(click.Group):
+    """Dispatch: the first word after the global options names a command, or the bake."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        index = _first_word(args)
+        if index is not None:
+            word = args[index]
+            if word in RESERVED_COMMANDS:
+                raise click.UsageError(f"'aminate {word}' is not available in this version", ctx)
+            if word not in self.commands:
+                args.insert(index, "bake")
+        return super().parse_args(ctx, args)
+
+
+def _first_word(args: Sequence[str]) -> int | None:
+    """Where the command (or the bake's arguments) starts, after the global options."""
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word in ("--help", "--version"):
+            return None
+        if word in GLOBAL_FLAGS or any(word.startswith(f"{o}=") for o in GLOBAL_VALUE_OPTIONS):
+            index += 1
+        elif word in GLOBAL_VALUE_OPTIONS:
+            index += 2
+        else:
+            return index
+    return None
+
+
+@click.group(cls=AminateGroup, context_settings={"help_option_names": ["--help"]})
+@click.version_option(__version__, "--version", prog_name="aminate")
+@global_options
+def cli() -> None:
+    """Bake machine images in a chroot: no builder instance is ever booted.
+
+    \b
+    aminate -b BASE PACKAGE...          bake (the default command)
+    aminate base create NAME            make a Debian base image (local backend)
+    aminate images                      list images
+    """
+
+
+@cli.command(context_settings={"help_option_names": ["--help"]})
+@click.option(
+    "-b",
+    "--base-ami",
+    "--base-ami-name",
+    "base",
+    metavar="NAME_OR_ID",
+    help="Base image: an id, or a name (the newest image with it).",
+)
+@click.option("-B", "--base-ami-id", "base_id", metavar="ID", help="Base image id.")
+@click.option(
+    "-n",
+    "--name",
+    "name_template",
+    metavar="TEMPLATE",
+    help="Image name template; fields {name} {version} {release} {arch} {suffix} ...",
+)
+@click.option("-s", "--suffix", metavar="TEXT", help="Name suffix (default: UTC time and bake id).")
+@click.option("--tag", "tags", metavar="KEY=VALUE", multiple=True, help="Add a tag (repeatable).")
+@click.option(
+    "--preserve-on-error",
+    is_flag=True,
+    help="Keep what a failed bake acquired, and print how to release it.",
+)
+@click.argument("packages", nargs=-1, metavar="PACKAGE...")
+@global_options
+@click.pass_context
+def bake(
+    ctx: click.Context,
+    base: str | None,
+    base_id: str | None,
+    name_template: str | None,
+    suffix: str | None,
+    tags: tuple[str, ...],
+    preserve_on_error: bool,
+    packages: tuple[str, ...],
+) -> None:
+    """Bake PACKAGE... (files or names; the first names the image) onto a base image."""
+    if base and base_id:
+        raise click.UsageError("give either -b/--base-ami or -B/--base-ami-id, not both")
+    if not (base or base_id):
+        raise click.UsageError("missing the base image: -b NAME_OR_ID or -B ID")
+    if not packages:
+        raise click.UsageError("missing PACKAGE: name at least one package file or package name")
+    app = App(ctx)
+    request = BakeRequest(
+        base=base or base_id or "",
+        packages=packages,
+        name_template=name_template,
+        suffix=suffix,
+        tags=dict(parse_tag(t) for t in tags),
+        preserve_on_error=preserve_on_error,
+    )
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    bake_id = new_bake_id()
+    log_path = app.settings.log_dir / f"{bake_id}.log"
+    handler = open_bake_log(log_path)
+    runner = Bake(request, app.settings, app.hooks, cloud, bake_id=bake_id, log_path=log_path)
+    ctx.meta["aminator_ng.bake"] = runner
+    log.info("bake %s: %s on %s (log %s)", bake_id, " ".join(packages), request.base, log_path)
+    try:
+        result = runner.run()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    app.emit(result.as_dict(), bake_text(result))
+
+
+def open_bake_log(path: Path) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the bake log {path}: {exc.strerror}",
+            hint="set AMINATOR_LOG_DIR to a writable directory",
+        ) from exc
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+@cli.group(context_settings={"help_option_names": ["--help"]})
+@global_options
+def base() -> None:
+    """Make or import base images (local backend)."""
+
+
+@base.command("create", context_settings={"help_option_names": ["--help"]})
+@click.argument("name")
+@click.option("--suite", default="bookworm", show_default=True, help="Distribution release.")
+@click.option("--mirror", metavar="URL", help="Package mirror.")
+@click.option("--security-mirror", metavar="URL", help="Security updates mirror.")
+@click.option("--size", default="2G", show_default=True, help="Disk size.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="gpt", show_default=True)
+@click.option(
+    "--fs", "filesystem", type=click.Choice(FILESYSTEMS), default="ext4", show_default=True
+)
+@click.option("--include", metavar="PKG,...", default="", help="Extra packages to install.")
+@global_options
+@click.pass_context
+def base_create(
+    ctx: click.Context,
+    name: str,
+    suite: str,
+    mirror: str | None,
+    security_mirror: str | None,
+    size: str,
+    layout: str,
+    filesystem: str,
+    include: str,
+) -> None:
+    """Bootstrap a minimal root of SUITE into a GPT, ext4 disk and register it as NAME."""
+    app = App(ctx)
+    size_bytes = parse_size(size)
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    image = create_base(
+        app.hooks,
+        cloud,
+        app.settings,
+        name=name,
+        suite=suite,
+        mirror=mirror,
+        security_mirror=security_mirror,
+        size_bytes=size_bytes,
+        include=[p for p in include.split(",") if p],
+    )
+    app.emit(image.as_dict(), f"{image.image_id} {image.name}")
+
+
+@base.command("import", context_settings={"help_option_names": ["--help"]})
+@click.argument("name")
+@click.argument("file", metavar="FILE.raw", type=click.Path(path_type=Path))
+@global_options
+@click.pass_context
+def base_import(ctx: click.Context, name: str, file: Path) -> None:
+    """Register an existing raw disk image FILE.raw as base image NAME."""
+    app = App(ctx)
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    image = cloud.import_image(name, file.resolve(), f"imported from {file.name}")
+    app.emit(image.as_dict(), f"{image.image_id} {image.name}")
+
+
+@cli.group(invoke_without_command=True, context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def images(ctx: click.Context) -> None:
+    """List images (the default), or show one."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(images_list)
+
+
+@images.command("list", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def images_list(ctx: click.Context) -> None:
+    """List the images of the cloud backend, oldest first."""
+    app = App(ctx)
+    found = app.hooks.cloud_backend(app.settings.cloud, app.settings).list_images()
+    app.emit([i.as_dict() for i in found], images_text(found))
+
+
+@images.command("show", context_settings={"help_option_names": ["--help"]})
+@click.argument("image_id", metavar="ID")
+@global_options
+@click.pass_context
+def images_show(ctx: click.Context, image_id: str) -> None:
+    """Show one image: its attributes, tags and package count."""
+    app = App(ctx)
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    image = cloud.get_image(image_id)
+    manifest = cloud.image_manifest(image_id)
+    data = {**image.as_dict(), "manifest": [m.as_dict() for m in manifest]}
+    app.emit(data, image_text(image, manifest))
+
+
+@cli.command("export", context_settings={"help_option_names": ["--help"]})
+@click.argument("image_id", metavar="ID")
+@click.argument("file", metavar="FILE.raw", type=click.Path(path_type=Path))
+@global_options
+@click.pass_context
+def export(ctx: click.Context, image_id: str, file: Path) -> None:
+    """Write image ID's disk to FILE.raw (sparse)."""
+    app = App(ctx)
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud.export_image(image_id, file.resolve())
+    app.emit({"image_id": image_id, "path": str(file.resolve())}, str(file))
+
+
+@cli.command("plugins", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def plugins(ctx: click.Context) -> None:
+    """List the loaded plugins and the hooks each implements."""
+    app = App(ctx)
+    loaded = app.hooks.loaded
+    data = {
+        "plugins": [
+            {
+                "name": p.name,
+                "distribution": p.distribution,
+                "version": p.version,
+                "builtin": p.builtin,
+                "hooks": list(p.hooks),
+            }
+            for p in loaded.infos
+        ],
+        "failed": [
+            {"name": f.name, "distribution": f.distribution, "error": f.error}
+            for f in loaded.failures
+        ],
+        "disabled": loaded.disabled,
+    }
+    lines = [f"{p.name} ({p.distribution} {p.version}): {', '.join(p.hooks)}" for p in loaded.infos]
+    lines += [f"{f.name} ({f.distribution}): FAILED TO LOAD: {f.error}" for f in loaded.failures]
+    lines += [f"{name}: disabled" for name in loaded.disabled]
+    app.emit(data, "\n".join(lines))
+
+
+def _requested(argv: Sequence[str], flag: str) -> bool:
+    return flag in argv
+
+
+def _output_json(argv: Sequence[str]) -> bool:
+    for index, word in enumerate(argv):
+        if word == "--output=json" or (
+            word == "--output" and argv[index + 1 : index + 2] == ["json"]
+        ):
+            return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: runs a command, maps every outcome to an exit code and one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _output_json(args)
+    debug = _requested(args, "--debug")
+    ctx_meta: dict[str, Any] = {}
+    try:
+        with interrupts_raised(), cli.make_context("aminate", args) as ctx:
+            ctx_meta = ctx.meta
+            cli.invoke(ctx)
+        code = 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        code = _report(
+            exc.format_message(),
+            None,
+            EXIT_BAD_REQUEST,
+            as_json,
+            ctx_meta,
+            hint="see 'aminate --help'",
+        )
+    except AminatorError as exc:
+        code = _report(_describe(exc), exc, exc.exit_code, as_json, ctx_meta, debug=debug)
+    except Interrupted as exc:
+        code = _report(
+            f"{exc}; released what the bake held", None, exc.exit_code, as_json, ctx_meta
+        )
+    except KeyboardInterrupt:
+        code = _report("interrupted by SIGINT", None, EXIT_SIGINT, as_json, ctx_meta)
+    except Exception as exc:
+        code = _report(
+            f"internal error: {type(exc).__name__}: {exc}",
+            None,
+            EXIT_BAKE_FAILED,
+            as_json,
+            ctx_meta,
+            debug=debug,
+            hint="rerun with --debug for the traceback",
+        )
+    _exit(code, ctx_meta)
+
+
+def _describe(error: AminatorError) -> str:
+    if error.step and not error.message.startswith(error.step):
+        return f"{error.step}: {error.message}"
+    return error.message
+
+
+def _report(
+    message: str,
+    error: AminatorError | None,
+    code: int,
+    as_json: bool,
+    meta: dict[str, Any],
+    *,
+    debug: bool = False,
+    hint: str | None = None,
+) -> int:
+    runner: Bake | None = meta.get("aminator_ng.bake")
+    kept = runner.kept if runner is not None and runner.preserved else []
+    if debug:
+        log.exception("%s", message)
+    if as_json:
+        data = error_object(
+            error,
+            message,
+            code,
+            bake_id=runner.bake_id if runner else None,
+            log_path=str(runner.log_path) if runner and runner.log_path else None,
+            kept=kept,
+        )
+        if hint and not data["error"]["hint"]:
+            data["error"]["hint"] = hint
+        print_json(data)
+    click.echo(f"aminate: error: {message}", err=True)
+    shown_hint = (error.hint if error else None) or hint
+    if shown_hint and not as_json:
+        click.echo(f"hint: {shown_hint}", err=True)
+    if kept:
+        click.echo("kept, as --preserve-on-error asked; release with:", err=True)
+        for resource in kept:
+            click.echo(
+                f"  {resource.release}    # {resource.kind} {resource.resource_id}", err=True
+            )
+    return code
+
+
+def _exit(code: int, meta: dict[str, Any]) -> None:
+    runner: Bake | None = meta.get("aminator_ng.bake")
+    if runner is not None and runner.preserved:
+        # What the bake kept must outlive the interpreter's finalizers, which would close the
+        # suspended context managers and so release it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)

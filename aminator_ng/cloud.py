@@ -1,0 +1,90 @@
+"""The interface of a cloud backend: where images are recorded and how a volume becomes a device.
+
+A backend is constructed by the ``aminator_cloud_backend`` hook. Each method that acquires
+something returns a context manager that releases it, so that the bake can enter it on its
+ExitStack.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import ClassVar
+
+from aminator_ng.errors import RequestError
+from aminator_ng.model import Image, ImageSpec, ManifestEntry, Snapshot, Volume
+
+
+class NotSupportedError(RequestError):
+    """The backend does not offer this operation (``aminate export`` on EC2, say)."""
+
+
+class CloudBackend(abc.ABC):
+    """Where base images are found, volumes made and attached, and baked images registered."""
+
+    #: The name ``--cloud`` selects.
+    name: ClassVar[str]
+
+    def required_tools(self) -> list[str]:
+        """Host tools this backend runs, checked before a bake acquires anything."""
+        return []
+
+    @abc.abstractmethod
+    def resolve_base(self, reference: str) -> Image:
+        """The image an id or a name refers to (a name: the newest image with it).
+
+        Raises NotFoundError when there is none.
+        """
+
+    @abc.abstractmethod
+    def volume(self, base: Image, bake_id: str) -> AbstractContextManager[Volume]:
+        """A writable volume made from the base's root snapshot, deleted when the context ends."""
+
+    @abc.abstractmethod
+    def attached(self, volume: Volume, bake_id: str) -> AbstractContextManager[Path]:
+        """The volume attached to this host as a block device; detached when the context ends."""
+
+    @abc.abstractmethod
+    def snapshot(
+        self, volume: Volume, bake_id: str, description: str
+    ) -> AbstractContextManager[Snapshot]:
+        """A snapshot of the (detached) volume. Deleted if the context ends with an error,
+        kept when it ends normally."""
+
+    @abc.abstractmethod
+    def check_name_available(self, name: str) -> None:
+        """Raise ConflictError when an image with this name exists already."""
+
+    @abc.abstractmethod
+    def registered(
+        self, snapshot: Snapshot, spec: ImageSpec, bake_id: str
+    ) -> AbstractContextManager[Image]:
+        """The snapshot registered as an image. Deregistered if the context ends with an error.
+
+        Raises ConflictError when the name is taken.
+        """
+
+    @abc.abstractmethod
+    def list_images(self) -> list[Image]:
+        """Every image this backend records, oldest first."""
+
+    @abc.abstractmethod
+    def get_image(self, image_id: str) -> Image:
+        """One image by id; NotFoundError when there is none."""
+
+    def image_manifest(self, image_id: str) -> list[ManifestEntry]:
+        """The installed-package manifest stored with a baked image ([] if none was stored)."""
+        return []
+
+    def import_image(self, name: str, raw_disk: Path, description: str) -> Image:
+        """Register a raw disk image file as a base image."""
+        raise NotSupportedError(f"importing a base image is not supported on {self.name}")
+
+    def export_image(self, image_id: str, destination: Path) -> None:
+        """Write an image's disk out as a raw file."""
+        raise NotSupportedError(f"export is not supported on {self.name}")
+
+    def release_command(self, kind: str, resource_id: str) -> str:
+        """How an operator releases a resource a failed bake kept (``--preserve-on-error``)."""
+        return f"release {kind} {resource_id} by hand"

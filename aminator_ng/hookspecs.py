@@ -1,0 +1,150 @@
+"""The hooks plugins implement. docs/plugins.md is the reference; a test keeps the two in step.
+
+Hooks are called with keyword arguments only. A plugin may implement any subset and may leave
+out arguments it does not need. For a ``firstresult`` hook, the first non-None answer wins and
+None means "not mine, ask the next plugin"; third-party plugins are asked before built-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+import pluggy
+
+from aminator_ng.chroot import Chroot
+from aminator_ng.cloud import CloudBackend
+from aminator_ng.config import EngineSettings
+from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
+from aminator_ng.provisioner import Provisioner
+
+PROJECT = "aminator_ng"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend | None:
+    """Construct the cloud backend called ``name`` (from ``--cloud`` or ``AMINATOR_CLOUD``).
+
+    Called once per command, before anything is acquired.
+
+    :param name: the backend asked for, such as ``"local"`` or ``"ec2"``.
+    :param settings: the engine's settings (home directory, log directory, output mode).
+    :return: a backend, or None when the name is not this plugin's.
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
+    """Recognise the distribution of a mounted image root.
+
+    Called once per bake, after the root filesystem is mounted and before the chroot is set up.
+
+    :param os_release: the fields of the image's /etc/os-release (``ID``, ``ID_LIKE``,
+        ``VERSION_ID``, ...), empty if the file is missing.
+    :param root: the host path of the mounted root, for plugins that need to look further.
+        Resolve paths inside it with ``aminator_ng.api.resolve_in_root``.
+    :return: a Distro, or None when the distribution is not this plugin's.
+    """
+
+
+@hookspec
+def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+    """Prepare the chroot for package installs, and arrange the undoing.
+
+    Called once per bake, after /proc, /sys, /dev, /run and resolv.conf are in place, with the
+    step ``chroot_setup``. Enter every change as a context manager on ``stack`` (for example
+    ``stack.enter_context(replaced_file(chroot, "/usr/sbin/policy-rc.d", ...))``): the stack is
+    closed in the ``chroot_teardown`` step, on success and on failure alike.
+
+    :param chroot: the image root; commands run inside it with ``chroot.run``.
+    :param distro: what ``aminator_detect_distro`` recognised; ignore distros that are not yours.
+    :param stack: the ExitStack of the chroot's lifetime.
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_provisioner(distro: Distro) -> Provisioner | None:
+    """Choose the provisioner that installs packages into this distro.
+
+    Called once per bake, right after distro detection.
+
+    :param distro: the recognised distro.
+    :return: a Provisioner, or None when this plugin does not provision that distro.
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_read_package_file(path: Path) -> PackageInfo | None:
+    """Read a package file's name, epoch, version, release and architecture.
+
+    Called for each PACKAGE argument that is a file, before anything is acquired.
+
+    :param path: the package file on the host.
+    :return: its metadata, or None when the file is not of this plugin's format.
+        Raise RequestError when the file is of your format but unreadable (corrupt).
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_bootstrap_root(
+    target: Path, suite: str, mirror: str | None, security_mirror: str | None, include: list[str]
+) -> bool | None:
+    """Build a minimal root filesystem tree of a distribution release into ``target``.
+
+    Called by ``aminate base create``.
+
+    :param target: an empty directory to fill.
+    :param suite: the release asked for, such as ``"bookworm"``.
+    :param mirror: the package mirror URL, or None for the plugin's default.
+    :param security_mirror: the security mirror URL, or None for the plugin's default.
+    :param include: extra packages to install.
+    :return: True when done, None when this plugin does not know the suite.
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_image_name(facts: BakeFacts) -> str | None:
+    """Name the baked image.
+
+    Called once per bake, after the install. ``facts.name_template`` and ``facts.suffix`` carry
+    ``-n`` and ``-s``. The engine checks the name's charset and uniqueness.
+
+    :return: the name, or None to leave it to the next plugin.
+    """
+
+
+@hookspec
+def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str] | None:
+    """Contribute tags to the baked image. All plugins' tags are merged; later plugins
+    (third parties) override earlier ones, and ``--tag`` overrides all.
+
+    Called once per bake, after the install.
+    """
+
+
+@hookspec(firstresult=True)
+def aminator_image_description(facts: BakeFacts) -> str | None:
+    """Describe the baked image (the description names its ancestor).
+
+    :return: the description, or None to leave it to the next plugin.
+    """
+
+
+@hookspec
+def aminator_image_registered(image: Image, facts: BakeFacts, cloud: CloudBackend) -> None:
+    """Act on a newly registered image: share it, copy it, prune old ones.
+
+    Called once per bake, after registration, in the step ``publish``. An exception here fails
+    the bake and the new image is deregistered.
+    """
+
+
+@hookspec
+def aminator_step_finished(bake_id: str, step: str, duration_s: float, failed: bool) -> None:
+    """Receive a step's timing, for metrics.
+
+    Called as each bake step ends, successfully or not. Must not raise.
+    """

@@ -1,0 +1,171 @@
+"""The data that flows through a bake. Every type here is frozen: plugins read, never mutate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """A package's identity, read from its file or from the image's package database."""
+
+    name: str
+    version: str
+    release: str
+    arch: str
+    epoch: str = ""
+
+    @property
+    def full_version(self) -> str:
+        """The version as the package manager writes it: ``[epoch:]version[-release]``."""
+        text = f"{self.epoch}:{self.version}" if self.epoch else self.version
+        return f"{text}-{self.release}" if self.release else text
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "epoch": self.epoch,
+            "version": self.version,
+            "release": self.release,
+            "arch": self.arch,
+        }
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One installed package of the baked image."""
+
+    name: str
+    version: str
+    arch: str
+    source_name: str
+    source_version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "arch": self.arch,
+            "source_name": self.source_name,
+            "source_version": self.source_version,
+        }
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    """One PACKAGE argument: a package file on the host, or a name the image's repositories have.
+
+    ``info`` is read from the file before anything is acquired; for a name it stays None until the
+    install, after which the bake reads it from the image's package database.
+    """
+
+    spec: str
+    path: Path | None = None
+    info: PackageInfo | None = None
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None
+
+
+@dataclass(frozen=True)
+class Image:
+    """A registered image, base or baked, as its cloud backend records it."""
+
+    image_id: str
+    name: str
+    created: datetime
+    snapshot_id: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    cloud: str = "local"
+    region: str = "local"
+    size_bytes: int | None = None
+    base_image_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "name": self.name,
+            "created": self.created.isoformat().replace("+00:00", "Z"),
+            "snapshot_id": self.snapshot_id,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "cloud": self.cloud,
+            "region": self.region,
+            "size_bytes": self.size_bytes,
+            "base_image_id": self.base_image_id,
+        }
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A writable volume made from a snapshot, owned by one bake."""
+
+    volume_id: str
+    snapshot_id: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A point-in-time copy of a volume, from which an image is registered."""
+
+    snapshot_id: str
+    volume_id: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Distro:
+    """What a distro plugin recognised in a mounted root."""
+
+    #: The plugin's name for the family it handles ("debian").
+    family: str
+    #: The ID from /etc/os-release ("debian", "ubuntu").
+    os_id: str
+    version_id: str = ""
+    pretty_name: str = ""
+    #: The package file format this distro installs: "deb" or "rpm".
+    package_format: str = ""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything a cloud backend needs to register a baked image."""
+
+    name: str
+    description: str
+    tags: Mapping[str, str]
+    manifest: tuple[ManifestEntry, ...]
+    base: Image
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    name: str
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "duration_s": round(self.duration_s, 3)}
+
+
+@dataclass(frozen=True)
+class BakeFacts:
+    """What finalizers know when they name, describe and tag the image."""
+
+    bake_id: str
+    started: datetime
+    base: Image
+    #: The packages baked, first one first; it names the image.
+    packages: tuple[PackageInfo, ...]
+    manifest: tuple[ManifestEntry, ...]
+    distro: Distro
+    name_template: str | None
+    suffix: str | None
+    extra_tags: Mapping[str, str]
+    engine_version: str

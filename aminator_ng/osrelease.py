@@ -1,0 +1,35 @@
+"""Reading /etc/os-release (os-release(5)) from a mounted image."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from aminator_ng.chroot import resolve_in_root
+
+OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines, values unquoted as a shell would; malformed lines are skipped."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            continue
+        fields[key.strip()] = words[0] if words else ""
+    return fields
+
+
+def read_os_release(root: Path) -> dict[str, str]:
+    """The image's os-release fields; {} when it has none."""
+    for inside in OS_RELEASE_PATHS:
+        path = resolve_in_root(root, inside)
+        if path.is_file():
+            return parse_os_release(path.read_text(errors="replace"))
+    return {}

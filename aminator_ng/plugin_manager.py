@@ -1,0 +1,241 @@
+"""Finding, loading and calling plugins.
+
+Built-in plugins are entry points of the aminator-ng distribution in the ``aminator_ng`` group;
+they register first. Other distributions' entry points in that group register after them, in name
+order, so that a third party is asked first by ``firstresult`` hooks and can override a built-in.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from aminator_ng import hookspecs
+from aminator_ng.chroot import Chroot
+from aminator_ng.cloud import CloudBackend
+from aminator_ng.config import EngineSettings
+from aminator_ng.errors import ConfigError, RequestError
+from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
+from aminator_ng.provisioner import Provisioner
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "aminator_ng"
+BUILTIN_DISTRIBUTION = "aminator-ng"
+DISABLE_VARIABLE = "AMINATOR_DISABLE_PLUGINS"
+TRACE_VARIABLE = "AMINATOR_TRACE_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin, as ``aminate plugins`` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...] = ()
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+@dataclass
+class LoadedPlugins:
+    infos: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def disabled_plugin_names(environ: Mapping[str, str] = os.environ) -> set[str]:
+    return {n.strip() for n in environ.get(DISABLE_VARIABLE, "").split(",") if n.strip()}
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    unique = {(ep.name, ep.value): ep for ep in found}
+    return sorted(
+        unique.values(),
+        key=lambda ep: (
+            _normalise(ep.dist.name if ep.dist else "") != BUILTIN_DISTRIBUTION,
+            ep.name,
+        ),
+    )
+
+
+class Hooks:
+    """The engine's typed view of the plugin hooks. Every call passes keyword arguments."""
+
+    def __init__(self, manager: pluggy.PluginManager, loaded: LoadedPlugins) -> None:
+        self.manager = manager
+        self.loaded = loaded
+
+    @property
+    def _hook(self) -> Any:
+        return self.manager.hook
+
+    def cloud_backend(self, name: str, settings: EngineSettings) -> CloudBackend:
+        backend: CloudBackend | None = self._hook.aminator_cloud_backend(
+            name=name, settings=settings
+        )
+        if backend is None:
+            raise ConfigError(
+                f"unknown cloud backend: {name}",
+                hint="see 'aminate plugins' for the backends the loaded plugins offer",
+            )
+        return backend
+
+    def detect_distro(self, os_release: Mapping[str, str], root: Path) -> Distro | None:
+        distro: Distro | None = self._hook.aminator_detect_distro(os_release=os_release, root=root)
+        return distro
+
+    def prepare_chroot(self, chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+        self._hook.aminator_prepare_chroot(chroot=chroot, distro=distro, stack=stack)
+
+    def provisioner(self, distro: Distro) -> Provisioner | None:
+        provisioner: Provisioner | None = self._hook.aminator_provisioner(distro=distro)
+        return provisioner
+
+    def read_package_file(self, path: Path) -> PackageInfo | None:
+        info: PackageInfo | None = self._hook.aminator_read_package_file(path=path)
+        return info
+
+    def bootstrap_root(
+        self,
+        target: Path,
+        suite: str,
+        mirror: str | None,
+        security_mirror: str | None,
+        include: list[str],
+    ) -> bool:
+        done: bool | None = self._hook.aminator_bootstrap_root(
+            target=target,
+            suite=suite,
+            mirror=mirror,
+            security_mirror=security_mirror,
+            include=include,
+        )
+        return bool(done)
+
+    def image_name(self, facts: BakeFacts) -> str | None:
+        name: str | None = self._hook.aminator_image_name(facts=facts)
+        return name
+
+    def image_tags(self, facts: BakeFacts) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        # pluggy answers last-registered first; merge so that later plugins override earlier.
+        for tags in reversed(self._hook.aminator_image_tags(facts=facts)):
+            if tags:
+                merged.update({str(k): str(v) for k, v in tags.items()})
+        return merged
+
+    def image_description(self, facts: BakeFacts) -> str | None:
+        description: str | None = self._hook.aminator_image_description(facts=facts)
+        return description
+
+    def image_registered(self, image: Image, facts: BakeFacts, cloud: CloudBackend) -> None:
+        self._hook.aminator_image_registered(image=image, facts=facts, cloud=cloud)
+
+    def step_finished(self, bake_id: str, step: str, duration_s: float, failed: bool) -> None:
+        try:
+            self._hook.aminator_step_finished(
+                bake_id=bake_id, step=step, duration_s=duration_s, failed=failed
+            )
+        except Exception:  # metrics must never fail a bake
+            log.warning("a metrics plugin failed on step %s", step, exc_info=True)
+
+
+def _hooks_of(manager: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
+    callers = manager.get_hookcallers(plugin) or []
+    return tuple(sorted(caller.name for caller in callers))
+
+
+def load_plugins(
+    extra: Sequence[tuple[str, object]] = (),
+    environ: Mapping[str, str] = os.environ,
+) -> Hooks:
+    """Register the built-in plugins, then other distributions' plugins, then ``extra``
+    (name, module-or-object pairs, for tests and embedding)."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    loaded = LoadedPlugins()
+    disabled = disabled_plugin_names(environ)
+    for ep in _entry_points():
+        distribution = ep.dist.name if ep.dist else "?"
+        if ep.name in disabled:
+            loaded.disabled.append(ep.name)
+            log.debug("plugin %s (%s) disabled by %s", ep.name, distribution, DISABLE_VARIABLE)
+            continue
+        try:
+            plugin = ep.load()
+            manager.register(plugin, name=ep.name)
+        except Exception as exc:  # a broken plugin must not take the engine down
+            loaded.failures.append(
+                PluginFailure(ep.name, distribution, f"{type(exc).__name__}: {exc}")
+            )
+            log.warning("plugin %s from %s failed to load: %s", ep.name, distribution, exc)
+            continue
+        loaded.infos.append(
+            PluginInfo(
+                ep.name,
+                distribution,
+                ep.dist.version if ep.dist else "?",
+                _hooks_of(manager, plugin),
+                _normalise(distribution) == BUILTIN_DISTRIBUTION,
+            )
+        )
+    for name, plugin in extra:
+        manager.register(plugin, name=name)
+        loaded.infos.append(
+            PluginInfo(name, "(registered in-process)", "", _hooks_of(manager, plugin))
+        )
+    manager.check_pending()
+    if environ.get(TRACE_VARIABLE, "") not in ("", "0"):
+        _trace(manager)
+    return Hooks(manager, loaded)
+
+
+def _trace(manager: pluggy.PluginManager) -> None:
+    def before(hook_name: str, impls: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+        names = ", ".join(impl.plugin_name for impl in impls)
+        log.info("hook %s(%s) -> [%s]", hook_name, ", ".join(kwargs), names)
+
+    def after(
+        outcome: Any, hook_name: str, impls: Iterable[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        log.info(
+            "hook %s returned %r",
+            hook_name,
+            outcome.get_result() if not outcome.exception else outcome.exception,
+        )
+
+    manager.add_hookcall_monitoring(before, after)
+
+
+def require_provisioner(hooks: Hooks, distro: Distro) -> Provisioner:
+    provisioner = hooks.provisioner(distro)
+    if provisioner is None:
+        raise RequestError(
+            f"no provisioner plugin handles {distro.pretty_name or distro.os_id}",
+            hint="see 'aminate plugins'",
+        )
+    return provisioner

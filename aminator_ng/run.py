@@ -1,0 +1,194 @@
+"""The one module that runs subprocesses.
+
+Commands are argv lists (never a shell), run with stdin from /dev/null unless input is given, in a
+small fixed environment, in a session of their own so that the terminal's Ctrl-C reaches only the
+engine, which then ends them. Their output goes to the bake log as it comes. A failure raises one
+``CommandError`` carrying the command, its exit code and the last lines of its stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from aminator_ng.errors import BakeTimeoutError, CommandError, HostError
+
+log = logging.getLogger(__name__)
+
+#: Where tools are looked up; the same for every command, whoever started the engine.
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Bake hosts often sit behind a proxy; these pass through to every command.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+#: The Debian package that provides each tool the engine and the built-in plugins call.
+TOOL_PACKAGES: dict[str, str] = {
+    "blkid": "util-linux",
+    "chroot": "coreutils",
+    "cp": "coreutils",
+    "dpkg-deb": "dpkg",
+    "findmnt": "util-linux",
+    "fstrim": "util-linux",
+    "losetup": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "mmdebstrap": "mmdebstrap",
+    "mount": "mount",
+    "partx": "util-linux",
+    "sfdisk": "fdisk",
+    "sync": "coreutils",
+    "umount": "mount",
+}
+
+STDERR_TAIL_LINES = 12
+_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left: its argv, exit code and captured output."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def mask_credentials(text: str) -> str:
+    """Hide ``user:password@`` in URLs (proxy settings) before they reach a log."""
+    return _CREDENTIALS_IN_URL.sub("***@", text)
+
+
+def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The fixed environment every command gets, plus the proxy variables and ``extra``."""
+    env = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PATH": SEARCH_PATH, "HOME": "/root"}
+    for name in PROXY_VARIABLES:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    if extra:
+        env.update(extra)
+    return env
+
+
+def find_tool(name: str) -> str:
+    """The absolute path of a tool, or a HostError naming the Debian package that provides it."""
+    found = shutil.which(name, path=SEARCH_PATH)
+    if found is None:
+        package = TOOL_PACKAGES.get(name)
+        hint = f"install it with: apt-get install {package}" if package else None
+        raise HostError(f"required tool not found: {name}", hint=hint)
+    return found
+
+
+def require_tools(names: Iterable[str]) -> None:
+    """Fail early, before anything is acquired, when a tool is missing."""
+    for name in names:
+        find_tool(name)
+
+
+def _pump(stream: IO[str], sink: deque[str] | list[str], prefix: str) -> None:
+    for line in stream:
+        sink.append(line)
+        log.debug("%s%s", prefix, line.rstrip("\n"))
+
+
+def _end_process_group(process: subprocess.Popen[str]) -> None:
+    """Stop a command the engine gave up on, and everything it started in its session."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    capture_stdout: bool = True,
+    what: str | None = None,
+    hint: str | None = None,
+) -> Completed:
+    """Run a command and wait for it.
+
+    ``what`` names the action in the error message ("mount /dev/loop3p1"); ``hint`` is attached to
+    the error. With ``check=False`` a non-zero exit is returned, not raised.
+    """
+    args = [os.fspath(a) for a in argv]
+    full_env = command_environment(env)
+    log.debug("+ %s", mask_credentials(shlex.join(args)))
+    if env:
+        log.debug("  with %s", mask_credentials(" ".join(f"{k}={v}" for k, v in env.items())))
+    try:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        package = TOOL_PACKAGES.get(Path(args[0]).name)
+        raise HostError(
+            f"required tool not found: {args[0]}",
+            hint=f"install it with: apt-get install {package}" if package else None,
+        ) from exc
+    stdout_lines: list[str] = []
+    stderr_tail: deque[str] = deque(maxlen=200)
+    assert process.stdout is not None and process.stderr is not None
+    out_sink: deque[str] | list[str] = stdout_lines if capture_stdout else deque(maxlen=0)
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, out_sink, "  | "), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, stderr_tail, "  ! "), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        if input is not None:
+            assert process.stdin is not None
+            process.stdin.write(input)
+            process.stdin.close()
+        returncode = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        _end_process_group(process)
+        raise BakeTimeoutError(
+            f"{what or shlex.join(args)} did not finish in {timeout:g} s"
+        ) from exc
+    except BaseException:
+        # Interrupted or timed out: the command must not outlive the engine's interest in it.
+        _end_process_group(process)
+        raise
+    finally:
+        for pump in pumps:
+            pump.join(timeout=5)
+    completed = Completed(args, returncode, "".join(stdout_lines), "".join(stderr_tail))
+    if check and returncode != 0:
+        tail = "".join(list(stderr_tail)[-STDERR_TAIL_LINES:]).strip()
+        label = what or shlex.join(args)
+        last = tail.splitlines()[-1] if tail else ""
+        message = f"{label} failed (exit {returncode})" + (f": {last}" if last else "")
+        raise CommandError(message, argv=args, returncode=returncode, stderr_tail=tail, hint=hint)
+    return completed

@@ -1,0 +1,1 @@
+"""The Debian family: distro detection, apt provisioning and mmdebstrap bootstrapping."""

@@ -1,0 +1,190 @@
+"""The apt provisioner: local .deb files and package names in one apt transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+
+from aminator_debian.version import package_info
+from aminator_ng.api import (
+    BakeError,
+    Chroot,
+    CommandError,
+    Completed,
+    ManifestEntry,
+    PackageInfo,
+    PackageRequest,
+    Provisioner,
+    RequestError,
+)
+
+log = logging.getLogger(__name__)
+
+APT_ENVIRONMENT = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+APT_OPTIONS = [
+    "-y",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+]
+#: Where package files are copied inside the image for the install, then removed.
+STAGING_DIR = "/var/cache/aminator-ng/packages"
+MANIFEST_FORMAT = (
+    "\\t".join(
+        [
+            "${Package}",
+            "${Version}",
+            "${Architecture}",
+            "${source:Package}",
+            "${source:Version}",
+            "${db:Status-Abbrev}",
+        ]
+    )
+    + "\\n"
+)
+_UNLOCATABLE = re.compile(r"E: Unable to locate package (\S+)")
+_NO_CANDIDATE = re.compile(r"E: Package '([^']+)' has no installation candidate")
+_DPKG_FAILED = re.compile(r"dpkg: error processing (?:package|archive) (\S+) \(")
+_SCRIPT_FAILED = re.compile(
+    r"(?:installed|new) \S+ package ((?:pre|post)-(?:installation|removal) script)"
+    r" subprocess returned error exit status (\d+)"
+)
+
+
+@contextlib.contextmanager
+def staged_files(chroot: Chroot, packages: Sequence[PackageRequest]) -> Iterator[list[str]]:
+    """Package files copied into the image, as paths the chroot sees; removed afterwards."""
+    files = [p for p in packages if p.path is not None]
+    if not files:
+        yield []
+        return
+    staging = chroot.path(STAGING_DIR)
+    created_parent = not staging.parent.exists()
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        inside: list[str] = []
+        for index, request in enumerate(files):
+            assert request.path is not None
+            name = f"{index:02d}-{request.path.name}"
+            shutil.copyfile(request.path, staging / name)
+            inside.append(f"{STAGING_DIR}/{name}")
+        yield inside
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_parent:
+            shutil.rmtree(staging.parent, ignore_errors=True)
+
+
+def _has_package_lists(chroot: Chroot) -> bool:
+    lists = chroot.path("/var/lib/apt/lists")
+    return lists.is_dir() and any(lists.glob("*_Packages*"))
+
+
+def _unresolvable(error: CommandError, names: Sequence[str]) -> RequestError:
+    text = error.stderr_tail
+    for pattern in (_UNLOCATABLE, _NO_CANDIDATE):
+        match = pattern.search(text)
+        if match:
+            return RequestError(
+                f"package not found in the image's repositories: {match.group(1)}",
+                hint="check the name, or add a repository",
+            )
+    lines = [line for line in text.splitlines() if line.strip()]
+    detail = "; ".join(
+        line.strip() for line in lines if not line.startswith("E: Unable to correct")
+    )
+    return RequestError(
+        f"cannot install {', '.join(names)}: {detail[-400:] or 'apt refused the request'}",
+        hint="a dependency cannot be met from the image's repositories",
+    )
+
+
+def _install_failure(result: Completed, names: Sequence[str]) -> BakeError:
+    """Name the package whose install failed, and why, from apt's and dpkg's output."""
+    text = f"{result.stdout}\n{result.stderr}"
+    failed = _DPKG_FAILED.search(text)
+    script = _SCRIPT_FAILED.search(text)
+    package = failed.group(1) if failed else ", ".join(names)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    reason = (
+        f"its {script.group(1)} returned exit status {script.group(2)}"
+        if script
+        else (lines[-1] if lines else f"apt-get exited {result.returncode}")
+    )
+    return BakeError(f"installing package {package} failed: {reason}", hint="see the bake log")
+
+
+class AptProvisioner(Provisioner):
+    name = "apt"
+
+    def required_tools(self) -> list[str]:
+        return ["dpkg-deb"]
+
+    def _apt(self, chroot: Chroot) -> Chroot:
+        return chroot.with_environment(**APT_ENVIRONMENT)
+
+    def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
+        apt = self._apt(chroot)
+        names = [p.info.name if p.info else p.spec for p in packages]
+        try:
+            if not _has_package_lists(chroot):
+                apt.run(
+                    ["apt-get", "update"],
+                    what="apt-get update in the image",
+                    hint="the image's apt sources must be reachable from this host",
+                )
+            with staged_files(chroot, packages) as files:
+                targets = files + [p.spec for p in packages if not p.is_file]
+                try:
+                    apt.run(
+                        ["apt-get", "install", "--simulate", *APT_OPTIONS, *targets],
+                        what="resolve packages",
+                    )
+                except CommandError as exc:
+                    raise _unresolvable(exc, names) from exc
+                result = apt.run(["apt-get", "install", *APT_OPTIONS, *targets], check=False)
+                if result.returncode != 0:
+                    raise _install_failure(result, names)
+        finally:
+            self._clean(apt)
+
+    def _clean(self, apt: Chroot) -> None:
+        """Leave no package cache or lists in the image."""
+        apt.run(["apt-get", "clean"], check=False)
+        lists = apt.path("/var/lib/apt/lists")
+        if lists.is_dir():
+            for entry in lists.iterdir():
+                if entry.is_file() and entry.name != "lock":
+                    entry.unlink()
+                elif entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                    entry.mkdir(mode=0o700)
+
+    def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:
+        result = chroot.run(
+            ["dpkg-query", "-W", "-f", "${Package}\\t${Version}\\t${Architecture}\\n", *names],
+            check=False,
+        )
+        found = []
+        for line in result.stdout.splitlines():
+            name, version, arch = line.split("\t")
+            found.append(package_info(name, version, arch))
+        return found
+
+    def manifest(self, chroot: Chroot) -> list[ManifestEntry]:
+        result = chroot.run(
+            ["dpkg-query", "-W", "-f", MANIFEST_FORMAT], what="list installed packages"
+        )
+        entries = []
+        for line in result.stdout.splitlines():
+            name, version, arch, source, source_version, status = line.split("\t")
+            if not status.startswith("ii"):
+                continue
+            entries.append(
+                ManifestEntry(name, version, arch, source or name, source_version or version)
+            )
+        return sorted(entries, key=lambda e: e.name)

@@ -1,0 +1,89 @@
+"""Hook implementations of the Debian family plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+from aminator_debian.apt import AptProvisioner
+from aminator_debian.bootstrap import bootstrap
+from aminator_debian.version import package_info
+from aminator_ng.api import (
+    Chroot,
+    Distro,
+    PackageInfo,
+    Provisioner,
+    RequestError,
+    hookimpl,
+    replaced_file,
+    run,
+)
+
+FAMILY = "debian"
+RECOGNISED_IDS = {"debian", "ubuntu"}
+#: invoke-rc.d asks this script whether to start a service; 101 means "no".
+POLICY_RC_D = b"#!/bin/sh\n# Installed by aminator-ng for the bake: no service starts.\nexit 101\n"
+DEB_MAGIC = b"!<arch>\ndebian-binary"
+
+
+@hookimpl(trylast=True)
+def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
+    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
+    if not ids & RECOGNISED_IDS:
+        return None
+    return Distro(
+        family=FAMILY,
+        os_id=os_release.get("ID", ""),
+        version_id=os_release.get("VERSION_ID", ""),
+        pretty_name=os_release.get("PRETTY_NAME", ""),
+        package_format="deb",
+    )
+
+
+@hookimpl
+def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+    if distro.family != FAMILY:
+        return
+    stack.enter_context(replaced_file(chroot, "/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755))
+
+
+@hookimpl(trylast=True)
+def aminator_provisioner(distro: Distro) -> Provisioner | None:
+    return AptProvisioner() if distro.package_format == "deb" else None
+
+
+def _is_deb(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(len(DEB_MAGIC)) == DEB_MAGIC
+    except OSError:
+        return False
+
+
+@hookimpl(trylast=True)
+def aminator_read_package_file(path: Path) -> PackageInfo | None:
+    if not _is_deb(path):
+        if path.suffix == ".deb":
+            raise RequestError(
+                f"not a valid .deb package: {path}", hint="the file is damaged or not a .deb"
+            )
+        return None
+    result = run(
+        ["dpkg-deb", "--show", "--showformat", "${Package}\\t${Version}\\t${Architecture}", path],
+        check=False,
+    )
+    fields = result.stdout.split("\t")
+    if result.returncode != 0 or len(fields) != 3 or not all(fields):
+        raise RequestError(
+            f"not a valid .deb package: {path}",
+            hint=(result.stderr.strip().splitlines() or ["dpkg-deb cannot read it"])[-1],
+        )
+    return package_info(*fields)
+
+
+@hookimpl(trylast=True)
+def aminator_bootstrap_root(
+    target: Path, suite: str, mirror: str | None, security_mirror: str | None, include: list[str]
+) -> bool | None:
+    return bootstrap(target, suite, mirror, security_mirror, include)

@@ -1,0 +1,153 @@
+"""The local backend: the embedded default, needing no cloud account."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+from aminator_local.store import Store, clone_file
+from aminator_ng.api import (
+    CloudBackend,
+    ConflictError,
+    EngineSettings,
+    Image,
+    ImageSpec,
+    ManifestEntry,
+    NotFoundError,
+    RequestError,
+    Snapshot,
+    Volume,
+    loop_device,
+    probe,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LocalCloud(CloudBackend):
+    """Images in a SQLite store under ``$AMINATOR_HOME``; a volume is a loop device over a file."""
+
+    name = "local"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.store = Store(settings.home)
+
+    def required_tools(self) -> list[str]:
+        return ["losetup", "cp"]
+
+    def resolve_base(self, reference: str) -> Image:
+        if reference.startswith("img-"):
+            with contextlib.suppress(NotFoundError):
+                return self.store.image(reference)
+        image = self.store.newest_image_named(reference)
+        if image is None:
+            raise NotFoundError(
+                f"base image not found: {reference}",
+                hint="'aminate images' lists the images; 'aminate base create' makes a base",
+            )
+        return image
+
+    @contextlib.contextmanager
+    def volume(self, base: Image, bake_id: str) -> Iterator[Volume]:
+        record = self.store.create_volume(base.snapshot_id, bake_id)
+        try:
+            log.info("volume %s from snapshot %s", record.volume_id, base.snapshot_id)
+            yield Volume(record.volume_id, base.snapshot_id, record.path.stat().st_size)
+        finally:
+            self.store.delete_volume(record.volume_id)
+
+    @contextlib.contextmanager
+    def attached(self, volume: Volume, bake_id: str) -> Iterator[Path]:
+        with loop_device(self.store.volume_path(volume.volume_id)) as device:
+            self.store.set_volume_state(volume.volume_id, "in-use", str(device))
+            try:
+                yield device
+            finally:
+                self.store.set_volume_state(volume.volume_id, "available")
+
+    @contextlib.contextmanager
+    def snapshot(self, volume: Volume, bake_id: str, description: str) -> Iterator[Snapshot]:
+        path = self.store.volume_path(volume.volume_id)
+        snapshot_id = self.store.add_snapshot_from(path, volume.volume_id)
+        try:
+            yield Snapshot(snapshot_id, volume.volume_id, self.store.snapshot_size(snapshot_id))
+        except BaseException:
+            self.store.delete_snapshot(snapshot_id)
+            raise
+
+    def check_name_available(self, name: str) -> None:
+        if self.store.name_taken(name):
+            raise ConflictError(
+                f"an image named {name} exists already",
+                hint="choose another name with -n, or another suffix with -s",
+            )
+
+    @contextlib.contextmanager
+    def registered(self, snapshot: Snapshot, spec: ImageSpec, bake_id: str) -> Iterator[Image]:
+        image_id = self.store.register_image(
+            name=spec.name,
+            snapshot_id=snapshot.snapshot_id,
+            description=spec.description,
+            tags=spec.tags,
+            manifest=spec.manifest,
+            base_image_id=spec.base.image_id,
+        )
+        try:
+            yield self.store.image(image_id)
+        except BaseException:
+            self.store.deregister_image(image_id)
+            raise
+
+    def list_images(self) -> list[Image]:
+        return self.store.images()
+
+    def get_image(self, image_id: str) -> Image:
+        return self.store.image(image_id)
+
+    def image_manifest(self, image_id: str) -> list[ManifestEntry]:
+        return self.store.manifest(image_id)
+
+    def import_image(self, name: str, raw_disk: Path, description: str) -> Image:
+        if not raw_disk.is_file():
+            raise NotFoundError(f"disk image file not found: {raw_disk}")
+        fields = probe(raw_disk)
+        if "PTTYPE" not in fields and "TYPE" not in fields:
+            raise RequestError(
+                f"{raw_disk} holds neither a partition table nor a filesystem",
+                hint="import a raw disk image (convert qcow2 first: qemu-img convert -O raw)",
+            )
+        self.check_name_available(name)
+        snapshot_id = self.store.add_snapshot_from(raw_disk, None)
+        try:
+            image_id = self.store.register_image(
+                name=name,
+                snapshot_id=snapshot_id,
+                description=description,
+                tags={"imported_from": raw_disk.name},
+                manifest=[],
+                base_image_id=None,
+            )
+        except BaseException:
+            self.store.delete_snapshot(snapshot_id)
+            raise
+        return self.store.image(image_id)
+
+    def export_image(self, image_id: str, destination: Path) -> None:
+        image = self.store.image(image_id)
+        if destination.exists():
+            raise RequestError(f"{destination} exists already", hint="export to a new file")
+        if not destination.parent.is_dir():
+            raise NotFoundError(f"directory not found: {destination.parent}")
+        clone_file(self.store.snapshot_path(image.snapshot_id), destination)
+
+    def release_command(self, kind: str, resource_id: str) -> str:
+        if kind == "device":
+            return f"losetup -d {shlex.quote(resource_id)}"
+        if kind == "volume":
+            return f"rm -f {shlex.quote(str(self.store.volume_path(resource_id)))}"
+        if kind == "snapshot":
+            return f"rm -f {shlex.quote(str(self.store.snapshot_path(resource_id)))}"
+        return f"aminate images rm {shlex.quote(resource_id)}"

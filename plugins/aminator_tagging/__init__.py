@@ -1,0 +1,1 @@
+"""The tagging finalizer: names, describes and tags baked images from their first package."""

@@ -1,0 +1,108 @@
+"""Hook implementations of the tagging finalizer."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import socket
+import string
+from collections.abc import Mapping
+
+from aminator_ng.api import BakeFacts, ConfigError, hookimpl
+
+DEFAULT_TEMPLATE = "{name}-{version}-{release}-{arch}-{suffix}"
+TEMPLATE_FIELDS = (
+    "name",
+    "epoch",
+    "version",
+    "release",
+    "arch",
+    "suffix",
+    "base_name",
+    "base_id",
+    "bake_id",
+    "date",
+    "distro",
+)
+
+
+def default_suffix(facts: BakeFacts) -> str:
+    """A UTC timestamp to the second, and four hex characters of the bake id."""
+    return f"{facts.started:%Y%m%d%H%M%S}-{facts.bake_id[:4]}"
+
+
+def template_values(facts: BakeFacts) -> dict[str, str]:
+    first = facts.packages[0]
+    return {
+        "name": first.name,
+        "epoch": first.epoch,
+        "version": first.version,
+        "release": first.release,
+        "arch": first.arch,
+        "suffix": facts.suffix if facts.suffix is not None else default_suffix(facts),
+        "base_name": facts.base.name,
+        "base_id": facts.base.image_id,
+        "bake_id": facts.bake_id,
+        "date": f"{facts.started:%Y%m%d}",
+        "distro": facts.distro.os_id,
+    }
+
+
+def render_name(template: str, values: Mapping[str, str]) -> str:
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is not None and field not in values:
+            raise ConfigError(
+                f"unknown field {{{field}}} in name template {template!r}",
+                hint="fields: " + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS),
+            )
+    try:
+        name = template.format_map(values)
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"bad name template {template!r}: {exc}") from exc
+    # An empty field (a native package's release) must not leave "--" or a trailing "-".
+    return re.sub(r"-{2,}", "-", name).strip("-")
+
+
+@hookimpl(trylast=True)
+def aminator_image_name(facts: BakeFacts) -> str | None:
+    return render_name(facts.name_template or DEFAULT_TEMPLATE, template_values(facts))
+
+
+@hookimpl(trylast=True)
+def aminator_image_description(facts: BakeFacts) -> str | None:
+    first = facts.packages[0]
+    return (
+        f"name={first.name}, arch={first.arch}, ancestor_name={facts.base.name}, "
+        f"ancestor_id={facts.base.image_id}, "
+        f"ancestor_version={facts.base.tags.get('appversion', '')}"
+    )
+
+
+def manifest_digest(facts: BakeFacts) -> str:
+    canonical = json.dumps([m.as_dict() for m in facts.manifest], sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def creator() -> str:
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+@hookimpl
+def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str]:
+    first = facts.packages[0]
+    appversion = "-".join(part for part in (first.name, first.version, first.release) if part)
+    return {
+        "appversion": appversion,
+        "base_image_id": facts.base.image_id,
+        "base_image_name": facts.base.name,
+        "creator": creator(),
+        "creation_time": facts.started.isoformat().replace("+00:00", "Z"),
+        "bake_id": facts.bake_id,
+        "aminator_ng_version": facts.engine_version,
+        "package_count": str(len(facts.manifest)),
+        "manifest_sha256": manifest_digest(facts),
+    }
