@@ -41,7 +41,9 @@ class Steps:
 
     def _maybe_fail(self, name: str, when: str) -> None:
         if self._fault == (name, when):
-            raise InjectedFault(f"fault injected on {when} of step {name}")
+            fault = InjectedFault(f"fault injected on {when} of step {name}")
+            fault.step = name
+            raise fault
 
     def _finish(self, name: str, started: float, failed: bool) -> None:
         elapsed = time.monotonic() - started
@@ -100,7 +102,6 @@ class Steps:
         finally:
             self._finish(name, started, failed or deferred is not None)
         if deferred is not None:
-            deferred.step = name
             raise deferred
         self._maybe_fail(name, "exit")
 

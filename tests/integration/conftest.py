@@ -1,0 +1,281 @@
+"""Fixtures of the privileged integration tests: a real mmdebstrap base built once per test
+session, a store of its own for every test, real package files, and a check that a test leaves
+no loop device, mount, process, volume or half-registered image behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
+from aminator_ng.mount import mounted
+from tests.integration.debs import build_deb
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_NAME = "debian-12"
+BASE_SIZE = "1G"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Workspace:
+    """One test's own AMINATOR_HOME and log directory, and the CLI run against them."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self.log_dir = root / "log"
+        self.scratch = root / "scratch"
+        for directory in (self.home, self.log_dir, self.scratch):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMINATOR_")}
+        env.update(AMINATOR_HOME=str(self.home), AMINATOR_LOG_DIR=str(self.log_dir))
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "aminator_ng", *args]
+
+    def aminate(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> Result:
+        completed = subprocess.run(
+            self.command(*args),
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return Result(completed.returncode, completed.stdout, completed.stderr)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args),
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def images(self) -> list[dict[str, Any]]:
+        result = self.aminate("images", "--output", "json")
+        assert result.returncode == 0, result.stderr
+        images: list[dict[str, Any]] = json.loads(result.stdout)
+        return images
+
+    def baked_images(self) -> list[dict[str, Any]]:
+        return [image for image in self.images() if image["name"] != BASE_NAME]
+
+    def _rows(self, query: str) -> list[tuple[Any, ...]]:
+        database = self.home / "store.sqlite3"
+        if not database.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            return db.execute(query).fetchall()
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What a bake may not leave behind in this workspace once it has ended."""
+        root = str(self.home.parent)
+        snapshots_in_use = {row[0] for row in self._rows("SELECT snapshot_id FROM images")}
+        return {
+            "loop devices": [
+                f"{dev} {backing}" for dev, backing in loop_devices() if backing.startswith(root)
+            ],
+            "mounts": [target for target in mount_targets() if target.startswith(root)],
+            "processes": [f"pid {pid}" for pid in processes_rooted_under(root)],
+            "volume files": sorted(p.name for p in (self.home / "volumes").glob("*")),
+            "volume rows": [row[0] for row in self._rows("SELECT id FROM volumes")],
+            "orphan snapshots": [
+                row[0]
+                for row in self._rows("SELECT id FROM snapshots")
+                if row[0] not in snapshots_in_use
+            ],
+            "orphan snapshot files": sorted(
+                p.name
+                for p in (self.home / "snapshots").glob("*")
+                if p.stem not in snapshots_in_use
+            ),
+            "work dirs": sorted(p.name for p in (self.home / "work").glob("*")),
+        }
+
+    def forget_volumes(self) -> None:
+        with contextlib.closing(sqlite3.connect(self.home / "store.sqlite3")) as db, db:
+            db.execute("DELETE FROM volumes")
+        shutil.rmtree(self.home / "work", ignore_errors=True)
+
+    def assert_nothing_left(self) -> None:
+        left = {kind: items for kind, items in self.leftovers().items() if items}
+        assert not left, f"left behind: {left}"
+
+
+def loop_devices() -> list[tuple[str, str]]:
+    out = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    pairs = []
+    for line in out.splitlines():
+        name, _, backing = line.strip().partition(" ")
+        pairs.append((name, backing.strip()))
+    return pairs
+
+
+def mount_targets() -> list[str]:
+    out = subprocess.run(
+        ["findmnt", "--raw", "--noheadings", "--output", "TARGET"], capture_output=True, text=True
+    ).stdout
+    return [line.replace("\\x20", " ") for line in out.splitlines()]
+
+
+def processes_rooted_under(root: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(proc / "root").startswith(root):
+                    found.append(int(proc.name))
+    return found
+
+
+def release_everything_under(root: str) -> None:
+    """Last-resort release after a failed test, so that one failure does not leak into others.
+    Touches only what lies under the test's own directory."""
+    for pid in processes_rooted_under(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for target in sorted((t for t in mount_targets() if t.startswith(root)), reverse=True):
+        subprocess.run(["umount", "-l", target], check=False)
+    for device, backing in loop_devices():
+        if backing.startswith(root):
+            subprocess.run(["partx", "-d", device], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", device], check=False)
+
+
+@contextlib.contextmanager
+def mounted_image(raw: Path, mount_point: Path, *, read_only: bool = True) -> Iterator[Path]:
+    """A raw disk image's root filesystem mounted, with the engine's own context managers."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        device = stack.enter_context(loop_device(raw, read_only=read_only))
+        parts = stack.enter_context(partition_nodes(device))
+        root_fs = find_root_filesystem(device, parts)
+        options = ["ro"] if read_only else []
+        stack.enter_context(
+            mounted(root_fs.device, mount_point, fstype=root_fs.fstype, options=options)
+        )
+        yield mount_point
+
+
+def dpkg_status(root: Path, package: str) -> str:
+    result = subprocess.run(
+        [
+            "dpkg-query",
+            "--admindir",
+            str(root / "var/lib/dpkg"),
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}",
+            package,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def base_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bookworm minbase, built once per test session with ``aminate base create``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    workspace = Workspace(tmp_path_factory.mktemp("base"))
+    created = workspace.aminate(
+        "base", "create", BASE_NAME, "--suite", "bookworm", "--size", BASE_SIZE, "--output", "json"
+    )
+    assert created.returncode == 0, created.stderr
+    raw = workspace.scratch / "base.raw"
+    exported = workspace.aminate("export", created.json()["image_id"], str(raw))
+    assert exported.returncode == 0, exported.stderr
+    workspace.assert_nothing_left()
+    shutil.rmtree(workspace.home)
+    return raw
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, base_raw: Path) -> Iterator[Workspace]:
+    """A store of the test's own holding the base; on teardown, nothing may be left."""
+    space = Workspace(tmp_path)
+    imported = space.aminate("base", "import", BASE_NAME, str(base_raw))
+    assert imported.returncode == 0, imported.stderr
+    try:
+        yield space
+        space.assert_nothing_left()
+    finally:
+        release_everything_under(str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("debs")
+    hello = out / "hello_1.0-1_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(REPO / "examples/hello"), str(hello)],
+        check=True,
+        capture_output=True,
+    )
+    not_a_package = out / "notes.deb"
+    not_a_package.write_text("this is not a Debian package\n")
+    return {
+        "hello": hello,
+        "daemon": build_deb(
+            out,
+            "forker",
+            # Double fork into a new session: invisible to policy-rc.d.
+            postinst="setsid sh -c 'sleep 1000 &' </dev/null >/dev/null 2>&1",
+        ),
+        "failing": build_deb(
+            out, "broken", postinst="echo 'broken: refusing to configure' >&2\nexit 3"
+        ),
+        "slow": build_deb(out, "slowpoke", postinst="sleep 300"),
+        "not_a_package": not_a_package,
+    }
+
+
+@pytest.fixture
+def modified_base(base_raw: Path, tmp_path: Path) -> Callable[[Callable[[Path], None]], Path]:
+    """A copy of the base raw disk, changed by a function given its mounted root."""
+
+    def make(edit: Callable[[Path], None]) -> Path:
+        raw = tmp_path / "modified.raw"
+        subprocess.run(["cp", "--sparse=always", str(base_raw), str(raw)], check=True)
+        with mounted_image(raw, tmp_path / "edit", read_only=False) as root:
+            edit(root)
+        return raw
+
+    return make

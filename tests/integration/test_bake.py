@@ -1,0 +1,214 @@
+"""Real bakes on the local backend: loop devices, mounts, chroot and apt, as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    BASE_NAME,
+    Workspace,
+    dpkg_status,
+    mounted_image,
+    processes_rooted_under,
+)
+
+pytestmark = pytest.mark.privileged
+
+SUCCESS_KEYS = {
+    "bake_id",
+    "image_id",
+    "name",
+    "cloud",
+    "images",
+    "base_image_id",
+    "base_image_name",
+    "tags",
+    "packages",
+    "manifest",
+    "steps",
+    "duration_s",
+    "log_path",
+}
+FAILURE_KEYS = {"error", "exit_code", "bake_id", "log_path", "preserved"}
+
+
+def file_state(path: Path) -> tuple[str, str | bytes, int]:
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return ("symlink", os.readlink(path), 0)
+    return ("file", path.read_bytes(), stat.S_IMODE(info.st_mode))
+
+
+def export(workspace: Workspace, image_id: str) -> Path:
+    raw = workspace.scratch / f"{image_id}.raw"
+    result = workspace.aminate("export", image_id, str(raw))
+    assert result.returncode == 0, result.stderr
+    return raw
+
+
+def test_bake_installs_the_package_and_its_dependency(
+    workspace: Workspace, debs: dict[str, Path], base_raw: Path
+) -> None:
+    result = workspace.aminate("-b", BASE_NAME, str(debs["hello"]))
+    assert result.returncode == 0, result.stderr
+
+    baked = workspace.baked_images()
+    assert len(baked) == 1
+    image = baked[0]
+    assert image["name"].startswith("hello-1.0-1-all-")
+    assert image["image_id"] in result.stdout
+
+    with mounted_image(base_raw, workspace.scratch / "base") as base_root:
+        base_resolv = file_state(base_root / "etc/resolv.conf")
+    with mounted_image(export(workspace, image["image_id"]), workspace.scratch / "baked") as root:
+        assert dpkg_status(root, "hello") == "ii"
+        assert dpkg_status(root, "jq") == "ii"
+        assert (root / "usr/bin/hello").is_file()
+        assert file_state(root / "etc/resolv.conf") == base_resolv
+        assert not (root / "usr/sbin/policy-rc.d").exists()
+        assert not (root / "var/cache/aminator-ng").exists()
+        assert not list((root / "var/lib/apt/lists").glob("*_Packages"))
+        assert not list((root / "var/cache/apt/archives").glob("*.deb"))
+
+
+def test_json_success_object(workspace: Workspace, debs: dict[str, Path]) -> None:
+    result = workspace.aminate(
+        "-b", BASE_NAME, "--output", "json", str(debs["hello"]), "--tag", "team=web"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # stdout holds only the JSON object
+    assert data.keys() >= SUCCESS_KEYS
+    assert data["cloud"] == "local"
+    assert data["images"] == {"local": data["image_id"]}
+    assert data["base_image_name"] == BASE_NAME
+    assert data["packages"] == [
+        {"name": "hello", "epoch": "", "version": "1.0", "release": "1", "arch": "all"}
+    ]
+    manifest = {entry["name"]: entry for entry in data["manifest"]}
+    assert manifest["hello"]["version"] == "1.0-1"
+    assert manifest["jq"]["source_name"] == "jq"
+    assert manifest["libjq1"]["source_name"] == "jq"
+    tags = data["tags"]
+    assert tags["appversion"] == "hello-1.0-1"
+    assert tags["base_image_id"] == data["base_image_id"]
+    assert tags["bake_id"] == data["bake_id"]
+    assert tags["team"] == "web"
+    assert tags["package_count"] == str(len(data["manifest"]))
+    step_names = [step["name"] for step in data["steps"]]
+    for required in (
+        "resolve_base",
+        "create_volume",
+        "attach",
+        "mount",
+        "chroot_setup",
+        "install",
+        "chroot_teardown",
+        "unmount",
+        "detach",
+        "snapshot",
+        "register",
+    ):
+        assert required in step_names
+    assert Path(data["log_path"]).is_file()
+    shown = workspace.aminate("images", "show", data["image_id"], "--output", "json").json()
+    assert shown["tags"] == tags
+    assert len(shown["manifest"]) == len(data["manifest"])
+
+
+def test_package_by_name_names_the_image(workspace: Workspace) -> None:
+    result = workspace.aminate("-b", BASE_NAME, "--output", "json", "tree")
+    assert result.returncode == 0, result.stderr
+    data = result.json()
+    first = data["packages"][0]
+    assert first["name"] == "tree"
+    assert first["version"] and first["release"]
+    assert data["name"].startswith(f"tree-{first['version']}-{first['release']}-")
+
+
+def test_daemon_started_by_postinst_is_ended(workspace: Workspace, debs: dict[str, Path]) -> None:
+    result = workspace.aminate("-b", BASE_NAME, str(debs["daemon"]))
+    assert result.returncode == 0, result.stderr
+    assert "ending processes left inside the image" in result.stderr
+    assert not processes_rooted_under(str(workspace.home))
+    assert len(workspace.baked_images()) == 1
+
+
+def test_failing_postinst_exits_1_with_the_failure_object(
+    workspace: Workspace, debs: dict[str, Path]
+) -> None:
+    result = workspace.aminate("-b", BASE_NAME, "--output", "json", str(debs["failing"]))
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data.keys() >= FAILURE_KEYS
+    assert data["exit_code"] == 1
+    assert data["error"]["step"] == "install"
+    assert "broken" in data["error"]["message"]
+    assert "post-installation script" in data["error"]["message"]
+    assert data["preserved"] == []
+    assert Path(data["log_path"]).is_file()
+    assert "Traceback" not in result.stderr
+    assert workspace.baked_images() == []
+
+
+def test_sigterm_during_postinst_exits_143_and_releases_everything(
+    workspace: Workspace, debs: dict[str, Path]
+) -> None:
+    process = workspace.start("-b", BASE_NAME, str(debs["slow"]))
+    deadline = time.monotonic() + 120
+    while not processes_rooted_under(str(workspace.home)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the postinst never started"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - signalled < 30
+    assert process.returncode == 143, stderr
+    assert "SIGTERM" in stderr
+    assert "Traceback" not in stderr
+    assert workspace.baked_images() == []
+
+
+def test_four_concurrent_bakes_make_four_images(
+    workspace: Workspace, debs: dict[str, Path]
+) -> None:
+    processes = [
+        workspace.start("-b", BASE_NAME, "--output", "json", str(debs["hello"])) for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+    ids = {json.loads(stdout)["image_id"] for stdout, _ in outputs}
+    names = {json.loads(stdout)["name"] for stdout, _ in outputs}
+    assert len(ids) == 4 and len(names) == 4
+    assert {image["image_id"] for image in workspace.baked_images()} == ids
+
+
+def test_preserve_on_error_keeps_the_mount_and_says_how_to_release(
+    workspace: Workspace, debs: dict[str, Path]
+) -> None:
+    result = workspace.aminate(
+        "-b", BASE_NAME, "--preserve-on-error", "--output", "json", str(debs["failing"])
+    )
+    assert result.returncode == 1
+    kept = {entry["kind"]: entry for entry in result.json()["preserved"]}
+    assert set(kept) == {"volume", "device", "mount"}
+    mount_point = Path(kept["mount"]["id"])
+    assert (mount_point / "usr/sbin/policy-rc.d").exists()  # inspectable as it failed
+    assert "release with" in result.stderr
+    for kind in ("mount", "device", "volume"):
+        assert os.system(kept[kind]["release"]) == 0, kept[kind]["release"]
+    left = workspace.leftovers()
+    assert not left["mounts"] and not left["loop devices"] and not left["volume files"]
+    assert workspace.baked_images() == []
+    # The store still records the kept volume: releasing that record is `cleanup --preserved`'s
+    # job, which a later version adds. Until then the test forgets it itself.
+    workspace.forget_volumes()
