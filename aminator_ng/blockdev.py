@@ -82,24 +82,25 @@ def _wait_for_nodes(nodes: list[Path], timeout: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def partition_nodes(device: Path) -> Iterator[list[Path]]:
-    """Make sure the kernel knows the device's partitions for as long as the context lasts.
+    """Make sure the kernel knows the device's partitions, as its table has them now, for as long
+    as the context lasts.
 
-    Where the kernel parsed the table itself (EC2's kernels do), nothing is done. Where it did not
-    (a kernel without partition-table parsers), ``partx -a`` adds them and ``partx -d`` removes
-    them.
+    A kernel without partition-table parsers shows none: ``partx -a`` adds them. Partitions may
+    also be stale, left by an earlier user of the same loop device who detached it without
+    removing them: ``partx -u`` brings them in line with the table. Either way ``partx -d``
+    removes them at the end. A device without a partition table is used whole.
     """
-    found = partitions(device)
-    if found or "PTTYPE" not in probe(device):
+    if "PTTYPE" not in probe(device):
+        yield []
+        return
+    update = "-u" if partitions(device) else "-a"
+    run(["partx", update, device], what=f"read the partition table of {device}")
+    try:
+        found = partitions(device)
         _wait_for_nodes(found)
         yield found
-        return
-    run(["partx", "-a", device], what=f"add partitions of {device}")
-    try:
-        added = partitions(device)
-        _wait_for_nodes(added)
-        yield added
     finally:
-        run(["partx", "-d", device], what=f"remove partitions of {device}")
+        run(["partx", "-d", device], what=f"remove partitions of {device}", check=False)
 
 
 def find_root_filesystem(device: Path, parts: list[Path]) -> Filesystem:
@@ -148,6 +149,8 @@ def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
 
 def detach_loop_device(device: Path, attempts: int = 10) -> None:
     """``losetup -d``, retried while the kernel still holds the device briefly after unmount."""
+    if partitions(device):  # never leave partitions for the device's next user
+        run(["partx", "-d", device], what=f"remove partitions of {device}", check=False)
     for attempt in range(1, attempts + 1):
         try:
             run(["losetup", "--detach", device], what=f"detach {device}")

@@ -116,6 +116,12 @@ def _end_process_group(process: subprocess.Popen[str]) -> None:
             continue
 
 
+def _gist(stderr: str) -> str:
+    """The part of a command's stderr that explains its failure, on one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) if len(lines) <= 3 else lines[-1]
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -188,7 +194,6 @@ def run(
     if check and returncode != 0:
         tail = "".join(list(stderr_tail)[-STDERR_TAIL_LINES:]).strip()
         label = what or shlex.join(args)
-        last = tail.splitlines()[-1] if tail else ""
-        message = f"{label} failed (exit {returncode})" + (f": {last}" if last else "")
+        message = f"{label} failed (exit {returncode})" + (f": {_gist(tail)}" if tail else "")
         raise CommandError(message, argv=args, returncode=returncode, stderr_tail=tail, hint=hint)
     return completed

@@ -145,7 +145,8 @@ class LocalCloud(CloudBackend):
 
     def release_command(self, kind: str, resource_id: str) -> str:
         if kind == "device":
-            return f"losetup -d {shlex.quote(resource_id)}"
+            device = shlex.quote(resource_id)
+            return f"partx -d {device}; losetup -d {device}"
         if kind == "volume":
             return f"rm -f {shlex.quote(str(self.store.volume_path(resource_id)))}"
         if kind == "snapshot":

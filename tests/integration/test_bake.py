@@ -157,8 +157,13 @@ def test_failing_postinst_exits_1_with_the_failure_object(
     assert workspace.baked_images() == []
 
 
-def test_sigterm_during_postinst_exits_143_and_releases_everything(
-    workspace: Workspace, debs: dict[str, Path]
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ids=["SIGTERM", "SIGINT", "SIGHUP"],
+)
+def test_signal_during_postinst_releases_everything(
+    workspace: Workspace, debs: dict[str, Path], signum: signal.Signals, exit_code: int
 ) -> None:
     process = workspace.start("-b", BASE_NAME, str(debs["slow"]))
     deadline = time.monotonic() + 120
@@ -168,11 +173,12 @@ def test_sigterm_during_postinst_exits_143_and_releases_everything(
         time.sleep(0.2)
     time.sleep(0.5)
     signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
     assert time.monotonic() - signalled < 30
-    assert process.returncode == 143, stderr
-    assert "SIGTERM" in stderr
+    assert process.returncode == exit_code, stderr
+    assert signal.Signals(signum).name in stderr
+    assert "Aborted" not in stderr
     assert "Traceback" not in stderr
     assert workspace.baked_images() == []
 
