@@ -9,6 +9,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from aminator_ng import __version__
 from aminator_ng.bake import require_root
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import EngineSettings
@@ -57,6 +58,11 @@ def create_base(
             )
         disk = scratch / "disk.raw"
         build_disk_image(tree, disk, size_bytes)
-        image = cloud.import_image(name, disk, f"{suite} base, bootstrapped by aminator-ng")
+        image = cloud.import_image(
+            name,
+            disk,
+            f"{suite} base, bootstrapped by aminator-ng",
+            {"suite": suite, "bootstrapped_by": f"aminator-ng {__version__}"},
+        )
     log.info("registered base image %s as %s", image.image_id, image.name)
     return image

@@ -42,6 +42,8 @@ GLOBAL_VALUE_OPTIONS = ("--cloud", "--output")
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 #: Commands of later versions: a usage error now, never a package to bake.
 RESERVED_COMMANDS = ("cleanup", "config")
+#: A log record with this attribute set goes to the bake log only, not to stderr.
+LOG_FILE_ONLY = "aminator_file_only"
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -125,6 +127,7 @@ def configure_logging(settings: EngineSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(level)
+    handler.addFilter(lambda record: not getattr(record, LOG_FILE_ONLY, False))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -238,6 +241,19 @@ def bake(
     log.info("bake %s: %s on %s (log %s)", bake_id, " ".join(packages), request.base, log_path)
     try:
         result = runner.run()
+    except BaseException as exc:
+        # The operator sees the failure on stderr (from main); the log file needs it too.
+        file_only = {LOG_FILE_ONLY: True}
+        log.error("bake %s failed: %s", bake_id, describe(exc), extra=file_only)
+        for resource in reversed(runner.kept if runner.preserved else []):
+            log.error(
+                "kept %s %s: %s",
+                resource.kind,
+                resource.resource_id,
+                resource.release,
+                extra=file_only,
+            )
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -316,7 +332,9 @@ def base_import(ctx: click.Context, name: str, file: Path) -> None:
     """Register an existing raw disk image FILE.raw as base image NAME."""
     app = App(ctx)
     cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
-    image = cloud.import_image(name, file.resolve(), f"imported from {file.name}")
+    image = cloud.import_image(
+        name, file.resolve(), f"imported from {file.name}", {"imported_from": str(file.resolve())}
+    )
     app.emit(image.as_dict(), f"{image.image_id} {image.name}")
 
 
@@ -432,11 +450,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             hint="see 'aminate --help'",
         )
     except AminatorError as exc:
-        code = _report(_describe(exc), exc, exc.exit_code, as_json, ctx_meta, debug=debug)
+        code = _report(describe(exc), exc, exc.exit_code, as_json, ctx_meta, debug=debug)
     except Interrupted as exc:
-        code = _report(
-            f"{exc}; released what the bake held", None, exc.exit_code, as_json, ctx_meta
-        )
+        runner = ctx_meta.get("aminator_ng.bake")
+        held = "kept" if runner is not None and runner.preserved else "released"
+        code = _report(f"{exc}; {held} what the bake held", None, exc.exit_code, as_json, ctx_meta)
+    except BrokenPipeError:
+        # The reader of stdout went away (`aminate images | head`): not the engine's failure.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BAKE_FAILED
     except KeyboardInterrupt:
         code = _report("interrupted by SIGINT", None, EXIT_SIGINT, as_json, ctx_meta)
     except Exception as exc:
@@ -452,8 +475,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     _exit(code, ctx_meta)
 
 
-def _describe(error: AminatorError) -> str:
-    if error.step and not error.message.startswith(error.step):
+def describe(error: BaseException) -> str:
+    """One line for an error; an engine error is prefixed with the step it failed in."""
+    if not isinstance(error, AminatorError):
+        return str(error) or type(error).__name__
+    if error.step and not error.message.startswith(f"{error.step}:"):
         return f"{error.step}: {error.message}"
     return error.message
 
@@ -479,7 +505,7 @@ def _report(
             code,
             bake_id=runner.bake_id if runner else None,
             log_path=str(runner.log_path) if runner and runner.log_path else None,
-            kept=kept,
+            kept=list(reversed(kept)),
         )
         if hint and not data["error"]["hint"]:
             data["error"]["hint"] = hint
@@ -489,8 +515,8 @@ def _report(
     if shown_hint and not as_json:
         click.echo(f"hint: {shown_hint}", err=True)
     if kept:
-        click.echo("kept, as --preserve-on-error asked; release with:", err=True)
-        for resource in kept:
+        click.echo("kept, as --preserve-on-error asked; release in this order with:", err=True)
+        for resource in reversed(kept):
             click.echo(
                 f"  {resource.release}    # {resource.kind} {resource.resource_id}", err=True
             )

@@ -8,6 +8,7 @@ ExitStack.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar
@@ -77,7 +78,9 @@ class CloudBackend(abc.ABC):
         """The installed-package manifest stored with a baked image ([] if none was stored)."""
         return []
 
-    def import_image(self, name: str, raw_disk: Path, description: str) -> Image:
+    def import_image(
+        self, name: str, raw_disk: Path, description: str, tags: Mapping[str, str]
+    ) -> Image:
         """Register a raw disk image file as a base image."""
         raise NotSupportedError(f"importing a base image is not supported on {self.name}")
 

@@ -169,6 +169,22 @@ def _hooks_of(manager: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
     return tuple(sorted(caller.name for caller in callers))
 
 
+def _refuse_unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> None:
+    """Unregister a plugin that implements a hook this engine does not know (a typo, or a
+    plugin written for another version), so that ``check_pending`` cannot fail for it."""
+    unknown = sorted(
+        caller.name
+        for caller in manager.get_hookcallers(plugin) or []
+        if caller.spec is None
+        and not all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin)
+    )
+    if unknown:
+        manager.unregister(plugin)
+        raise pluggy.PluginValidationError(
+            plugin, f"implements unknown hooks: {', '.join(unknown)} (see docs/plugins.md)"
+        )
+
+
 def load_plugins(
     extra: Sequence[tuple[str, object]] = (),
     environ: Mapping[str, str] = os.environ,
@@ -188,6 +204,7 @@ def load_plugins(
         try:
             plugin = ep.load()
             manager.register(plugin, name=ep.name)
+            _refuse_unknown_hooks(manager, plugin)
         except Exception as exc:  # a broken plugin must not take the engine down
             loaded.failures.append(
                 PluginFailure(ep.name, distribution, f"{type(exc).__name__}: {exc}")

@@ -51,7 +51,8 @@ TOOL_PACKAGES: dict[str, str] = {
 }
 
 STDERR_TAIL_LINES = 12
-_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
+# Greedy to the last "@" of the authority: a password may hold an unescaped "@".
+_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/\s]+@")
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,11 @@ def run(
         _end_process_group(process)
         raise
     finally:
-        for pump in pumps:
+        for pump, stream in zip(pumps, (process.stdout, process.stderr), strict=True):
             pump.join(timeout=5)
+            # A pipe still held open by a daemon the command left is closed by its pump at EOF.
+            if not pump.is_alive():
+                stream.close()
     completed = Completed(args, returncode, "".join(stdout_lines), "".join(stderr_tail))
     if check and returncode != 0:
         tail = "".join(list(stderr_tail)[-STDERR_TAIL_LINES:]).strip()

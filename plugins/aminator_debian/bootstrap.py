@@ -35,6 +35,8 @@ def bootstrap(
             "--variant=minbase",
             "--mode=root",
             f"--include={packages}",
+            # mmdebstrap copies the bake host's resolv.conf and hostname in; an image keeps neither.
+            '--customize-hook=rm -f "$1/etc/resolv.conf"; echo localhost > "$1/etc/hostname"',
             suite,
             target,
             *sources(suite, mirror or DEFAULT_MIRROR, security_mirror or DEFAULT_SECURITY_MIRROR),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from aminator_local.store import Store, clone_file
@@ -110,7 +110,9 @@ class LocalCloud(CloudBackend):
     def image_manifest(self, image_id: str) -> list[ManifestEntry]:
         return self.store.manifest(image_id)
 
-    def import_image(self, name: str, raw_disk: Path, description: str) -> Image:
+    def import_image(
+        self, name: str, raw_disk: Path, description: str, tags: Mapping[str, str]
+    ) -> Image:
         if not raw_disk.is_file():
             raise NotFoundError(f"disk image file not found: {raw_disk}")
         fields = probe(raw_disk)
@@ -126,7 +128,7 @@ class LocalCloud(CloudBackend):
                 name=name,
                 snapshot_id=snapshot_id,
                 description=description,
-                tags={"imported_from": raw_disk.name},
+                tags=dict(tags),
                 manifest=[],
                 base_image_id=None,
             )

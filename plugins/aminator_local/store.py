@@ -3,6 +3,7 @@
 Layout under the store's home::
 
     store.sqlite3           the registry
+    store.lock              serialises the first setup of the registry
     snapshots/<id>.raw      snapshot data (sparse; reflink clones where the filesystem can)
     volumes/<id>.raw        working volumes of running bakes
 
@@ -14,6 +15,7 @@ write lock (``BEGIN IMMEDIATE``), so concurrent bakes on one host serialise thei
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -129,15 +131,19 @@ class Store:
                 f"cannot create the local store at {self.home}: {exc.strerror}",
                 hint="set AMINATOR_HOME to a writable directory",
             ) from exc
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        # Switching a new database to WAL fails at once (no busy wait) when another process
+        # switches it too, so the first setup is serialised by a lock file.
+        with (self.home / "store.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
         self._ready = True
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.database, timeout=60, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.row_factory = sqlite3.Row
             yield db

@@ -6,7 +6,6 @@ import getpass
 import hashlib
 import json
 import os
-import re
 import socket
 import string
 from collections.abc import Mapping
@@ -52,18 +51,38 @@ def template_values(facts: BakeFacts) -> dict[str, str]:
 
 
 def render_name(template: str, values: Mapping[str, str]) -> str:
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is not None and field not in values:
+    formatter = string.Formatter()
+    try:
+        parsed = list(formatter.parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"bad name template {template!r}: {exc}") from exc
+    name = ""
+    after_empty_field = False
+    for literal, field, spec, conversion in parsed:
+        # An empty field (a native package's release) must not leave "--" or a trailing "-";
+        # hyphens the operator wrote elsewhere are kept as written.
+        if after_empty_field and literal.startswith("-") and (not name or name.endswith("-")):
+            literal = literal[1:]
+        name += literal
+        after_empty_field = False
+        if field is None:
+            continue
+        if field not in values:
             raise ConfigError(
                 f"unknown field {{{field}}} in name template {template!r}",
                 hint="fields: " + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS),
             )
-    try:
-        name = template.format_map(values)
-    except (ValueError, IndexError) as exc:
-        raise ConfigError(f"bad name template {template!r}: {exc}") from exc
-    # An empty field (a native package's release) must not leave "--" or a trailing "-".
-    return re.sub(r"-{2,}", "-", name).strip("-")
+        try:
+            value = formatter.format_field(
+                formatter.convert_field(values[field], conversion), spec or ""
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad name template {template!r}: {exc}") from exc
+        after_empty_field = value == ""
+        name += value
+    if after_empty_field and name.endswith("-"):
+        name = name[:-1]
+    return name
 
 
 @hookimpl(trylast=True)

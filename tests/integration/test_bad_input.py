@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BASE_NAME, Result, Workspace
+from tests.integration.conftest import BASE_NAME, Result, Workspace, mounted_image
 
 pytestmark = pytest.mark.privileged
 
@@ -96,7 +96,7 @@ def test_resolv_conf_symlink_is_replaced_not_written_through(
     host_before = Path("/etc/resolv.conf").read_bytes()
 
     def resolved_style(root: Path) -> None:
-        (root / "etc/resolv.conf").unlink()
+        (root / "etc/resolv.conf").unlink(missing_ok=True)
         (root / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf")
 
     base = modified_base(resolved_style)
@@ -105,10 +105,34 @@ def test_resolv_conf_symlink_is_replaced_not_written_through(
     assert result.returncode == 0, result.stderr
     raw = workspace.scratch / "baked.raw"
     assert workspace.aminate("export", result.json()["image_id"], str(raw)).returncode == 0
-    from tests.integration.conftest import mounted_image
 
     with mounted_image(raw, workspace.scratch / "m") as root:
         link = root / "etc/resolv.conf"
         assert link.is_symlink()
         assert str(link.readlink()) == "/run/systemd/resolve/stub-resolv.conf"
     assert Path("/etc/resolv.conf").read_bytes() == host_before
+
+
+def test_resolv_conf_file_of_the_image_comes_back_byte_for_byte(
+    workspace: Workspace,
+    debs: dict[str, Path],
+    modified_base: Callable[[Callable[[Path], None]], Path],
+) -> None:
+    own = b"# the image's own\nnameserver 192.0.2.53\noptions edns0\n"
+
+    def own_resolver(root: Path) -> None:
+        (root / "etc/resolv.conf").write_bytes(own)
+        (root / "etc/resolv.conf").chmod(0o600)
+
+    base = modified_base(own_resolver)
+    assert workspace.aminate("base", "import", "own-resolver", str(base)).returncode == 0
+    result = workspace.aminate("-b", "own-resolver", "--output", "json", str(debs["hello"]))
+    assert result.returncode == 0, result.stderr
+    raw = workspace.scratch / "baked.raw"
+    assert workspace.aminate("export", result.json()["image_id"], str(raw)).returncode == 0
+
+    with mounted_image(raw, workspace.scratch / "m") as root:
+        resolv = root / "etc/resolv.conf"
+        assert not resolv.is_symlink()
+        assert resolv.read_bytes() == own
+        assert resolv.stat().st_mode & 0o777 == 0o600

@@ -40,6 +40,8 @@ FAILURE_KEYS = {"error", "exit_code", "bake_id", "log_path", "preserved"}
 
 
 def file_state(path: Path) -> tuple[str, str | bytes, int]:
+    if not path.is_symlink() and not path.exists():
+        return ("absent", b"", 0)
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
         return ("symlink", os.readlink(path), 0)
@@ -67,6 +69,9 @@ def test_bake_installs_the_package_and_its_dependency(
 
     with mounted_image(base_raw, workspace.scratch / "base") as base_root:
         base_resolv = file_state(base_root / "etc/resolv.conf")
+        # The bake host's resolver and name stay out of the base image.
+        assert base_resolv[0] == "absent"
+        assert (base_root / "etc/hostname").read_text() == "localhost\n"
     with mounted_image(export(workspace, image["image_id"]), workspace.scratch / "baked") as root:
         assert dpkg_status(root, "hello") == "ii"
         assert dpkg_status(root, "jq") == "ii"
@@ -152,7 +157,9 @@ def test_failing_postinst_exits_1_with_the_failure_object(
     assert "broken" in data["error"]["message"]
     assert "post-installation script" in data["error"]["message"]
     assert data["preserved"] == []
-    assert Path(data["log_path"]).is_file()
+    bake_log = Path(data["log_path"]).read_text()
+    assert f"bake {data['bake_id']} failed: install:" in bake_log
+    assert "post-installation script" in bake_log
     assert "Traceback" not in result.stderr
     assert workspace.baked_images() == []
 
@@ -205,13 +212,15 @@ def test_preserve_on_error_keeps_the_mount_and_says_how_to_release(
         "-b", BASE_NAME, "--preserve-on-error", "--output", "json", str(debs["failing"])
     )
     assert result.returncode == 1
-    kept = {entry["kind"]: entry for entry in result.json()["preserved"]}
-    assert set(kept) == {"volume", "device", "mount"}
+    preserved = result.json()["preserved"]
+    # Listed in the order to release them: the reverse of acquisition.
+    assert [entry["kind"] for entry in preserved] == ["mount", "device", "volume"]
+    kept = {entry["kind"]: entry for entry in preserved}
     mount_point = Path(kept["mount"]["id"])
     assert (mount_point / "usr/sbin/policy-rc.d").exists()  # inspectable as it failed
-    assert "release with" in result.stderr
-    for kind in ("mount", "device", "volume"):
-        assert os.system(kept[kind]["release"]) == 0, kept[kind]["release"]
+    assert "release in this order with" in result.stderr
+    for entry in preserved:
+        assert os.system(entry["release"]) == 0, entry["release"]
     left = workspace.leftovers()
     assert not left["mounts"] and not left["loop devices"] and not left["volume files"]
     assert workspace.baked_images() == []

@@ -1,0 +1,71 @@
+"""Fixtures of the unit tests: no root, no loop devices, no mounts, no network.
+
+Every unit test starts without ``AMINATOR_*`` variables, so that an operator's settings (or a
+fault switch left set) never reach a test; tests that need a store or a log directory get their
+own under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+#: Builds ``NAME_VERSION_all.deb`` in a directory and returns its path.
+DebFactory = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def no_aminator_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("AMINATOR_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """The CLI replaces the root logger's handlers; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+def make_deb(tmp_path: Path) -> DebFactory:
+    """A tiny binary package built with ``dpkg-deb --build`` (unprivileged)."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+
+    def build(name: str = "hello", version: str = "1.0-1", arch: str = "all") -> Path:
+        tree = tmp_path / f"{name}-{version}-tree"
+        (tree / "DEBIAN").mkdir(parents=True)
+        (tree / "DEBIAN" / "control").write_text(
+            f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+            "Maintainer: unit tests <tests@example.org>\n"
+            f"Description: unit test package {name}\n"
+        )
+        (tree / "usr" / "share" / name).mkdir(parents=True)
+        (tree / "usr" / "share" / name / "README").write_text(f"{name}\n")
+        deb = tmp_path / f"{name}_{version}_{arch}.deb"
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
+            check=True,
+            capture_output=True,
+        )
+        return deb
+
+    return build
