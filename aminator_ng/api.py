@@ -16,7 +16,7 @@ from aminator_ng.blockdev import (
 )
 from aminator_ng.chroot import Chroot, replaced_file, resolve_in_root
 from aminator_ng.cloud import CloudBackend, NotSupportedError
-from aminator_ng.config import EngineSettings
+from aminator_ng.config import EngineSettings, Setting
 from aminator_ng.errors import (
     AminatorError,
     BakeError,
@@ -74,6 +74,7 @@ __all__ = [
     "PackageRequest",
     "Provisioner",
     "RequestError",
+    "Setting",
     "Snapshot",
     "Volume",
     "find_root_filesystem",

@@ -191,6 +191,7 @@ class Bake:
             suffix=self.request.suffix,
             extra_tags=dict(self.request.tags),
             engine_version=__version__,
+            settings=self.settings,
         )
 
     def _image_name(self, facts: BakeFacts) -> str:
@@ -333,7 +334,7 @@ class Bake:
 
     def _detect(self, root: Path) -> tuple[Distro, Provisioner]:
         os_release = read_os_release(root)
-        distro = self.hooks.detect_distro(os_release, root)
+        distro = self.hooks.detect_distro(os_release, root, self.settings)
         if distro is None:
             described = (
                 os_release.get("PRETTY_NAME") or os_release.get("ID") or "no /etc/os-release"
@@ -342,7 +343,7 @@ class Bake:
                 f"no distro plugin recognises the base image's distribution ({described})",
                 hint="install a plugin for it; 'aminate plugins' lists the loaded ones",
             )
-        provisioner = require_provisioner(self.hooks, distro)
+        provisioner = require_provisioner(self.hooks, distro, self.settings)
         require_tools(provisioner.required_tools())
         log.info(
             "distribution %s, provisioner %s", distro.pretty_name or distro.os_id, provisioner.name
@@ -355,7 +356,7 @@ class Bake:
         with ExitStack() as stack:
             stack.enter_context(api_filesystems(chroot))
             stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
-            self.hooks.prepare_chroot(chroot, distro, stack)
+            self.hooks.prepare_chroot(chroot, distro, stack, self.settings)
             # Entered last, so left first: daemons die before anything they use goes away.
             stack.enter_context(no_process_left(root))
             yield chroot

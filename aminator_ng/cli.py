@@ -19,7 +19,18 @@ from click.core import ParameterSource
 from aminator_ng import __version__
 from aminator_ng.bake import Bake, new_bake_id
 from aminator_ng.base import create_base
-from aminator_ng.config import BakeRequest, EngineSettings, parse_tag, settings_from_environment
+from aminator_ng.config import (
+    BakeRequest,
+    Declarations,
+    EffectiveConfig,
+    EngineSettings,
+    Flags,
+    Setting,
+    engine_settings,
+    parse_tag,
+    read_config_files,
+    resolve,
+)
 from aminator_ng.diskimage import FILESYSTEMS, LAYOUTS, parse_size
 from aminator_ng.errors import (
     EXIT_BAD_REQUEST,
@@ -29,7 +40,15 @@ from aminator_ng.errors import (
     ConfigError,
     Interrupted,
 )
-from aminator_ng.output import bake_text, error_object, image_text, images_text, print_json
+from aminator_ng.output import (
+    bake_text,
+    config_text,
+    error_object,
+    image_text,
+    images_text,
+    json_value,
+    print_json,
+)
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.signals import interrupts_raised
 
@@ -38,10 +57,10 @@ log = logging.getLogger("aminator_ng")
 F = TypeVar("F", bound=Callable[..., Any])
 GLOBALS_KEY = "aminator_ng.globals"
 #: Global options that take a value, and flags; the dispatch rule skips over them.
-GLOBAL_VALUE_OPTIONS = ("--cloud", "--output")
+GLOBAL_VALUE_OPTIONS = ("--cloud", "--output", "-e", "--environment", "--config")
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
 #: Commands of later versions: a usage error now, never a package to bake.
-RESERVED_COMMANDS = ("cleanup", "config")
+RESERVED_COMMANDS = ("cleanup",)
 #: A log record with this attribute set goes to the bake log only, not to stderr.
 LOG_FILE_ONLY = "aminator_file_only"
 
@@ -61,6 +80,22 @@ def global_options(command: F) -> F:
             expose_value=False,
             callback=_remember,
             help="Cloud backend (default: local, or AMINATOR_CLOUD).",
+        ),
+        click.option(
+            "-e",
+            "--environment",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember,
+            help="Use the named environment of the config files.",
+        ),
+        click.option(
+            "--config",
+            metavar="FILE",
+            type=click.Path(path_type=Path),
+            expose_value=False,
+            callback=_remember,
+            help="Read this config file after the system and user ones (or AMINATOR_CONFIG).",
         ),
         click.option(
             "--output",
@@ -91,25 +126,31 @@ def global_options(command: F) -> F:
 
 
 class App:
-    """What a command needs: the settings from every layer, and the plugins."""
+    """What a command needs: the plugins, and the settings from every layer."""
 
-    def __init__(self, ctx: click.Context) -> None:
+    def __init__(
+        self,
+        ctx: click.Context,
+        bake_flags: dict[str, Any] | None = None,
+        plugin_flags: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         given = ctx.meta.get(GLOBALS_KEY, {})
-        self.settings: EngineSettings = settings_from_environment(
-            cloud=given.get("cloud"),
-            output=given.get("output") or "text",
-            debug=bool(given.get("debug")),
-            quiet=bool(given.get("quiet")),
+        output = given.get("output") or "text"
+        debug, quiet = bool(given.get("debug")), bool(given.get("quiet"))
+        configure_logging(debug=debug, quiet=quiet)
+        self.hooks: Hooks = ctx.find_root().obj
+        files = read_config_files(given.get("config"), os.environ)
+        flags = Flags(
+            global_={k: given[k] for k in ("cloud", "environment") if given.get(k)},
+            bake=bake_flags or {},
+            plugins=plugin_flags or {},
         )
-        configure_logging(self.settings)
+        self.config: EffectiveConfig = resolve(files, self.hooks.setting_declarations(), flags)
+        self.settings: EngineSettings = engine_settings(
+            self.config, output=output, debug=debug, quiet=quiet
+        )
+        self.hooks.check_environment(self.settings)
         ctx.meta["aminator_ng.settings"] = self.settings
-        self._hooks: Hooks | None = None
-
-    @property
-    def hooks(self) -> Hooks:
-        if self._hooks is None:
-            self._hooks = load_plugins()
-        return self._hooks
 
     @property
     def json(self) -> bool:
@@ -122,8 +163,8 @@ class App:
             click.echo(text)
 
 
-def configure_logging(settings: EngineSettings) -> None:
-    level = logging.DEBUG if settings.debug else logging.WARNING if settings.quiet else logging.INFO
+def configure_logging(*, debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(level)
@@ -208,6 +249,7 @@ def cli() -> None:
 @click.pass_context
 def bake(
     ctx: click.Context,
+    /,
     base: str | None,
     base_id: str | None,
     name_template: str | None,
@@ -215,22 +257,40 @@ def bake(
     tags: tuple[str, ...],
     preserve_on_error: bool,
     packages: tuple[str, ...],
+    **plugin_options: Any,
 ) -> None:
-    """Bake PACKAGE... (files or names; the first names the image) onto a base image."""
+    """Bake PACKAGE... (files or names; the first names the image) onto a base image.
+
+    Each option may also be set in the [bake] table of a config file, by its long name.
+    """
     if base and base_id:
         raise click.UsageError("give either -b/--base-ami or -B/--base-ami-id, not both")
-    if not (base or base_id):
-        raise click.UsageError("missing the base image: -b NAME_OR_ID or -B ID")
     if not packages:
         raise click.UsageError("missing PACKAGE: name at least one package file or package name")
-    app = App(ctx)
+    given = {
+        "base_ami": base or base_id,
+        "name": name_template,
+        "suffix": suffix,
+        "tags": dict(parse_tag(t) for t in tags) if tags else None,
+        "preserve_on_error": True if preserve_on_error else None,
+    }
+    app = App(
+        ctx,
+        bake_flags={key: value for key, value in given.items() if value is not None},
+        plugin_flags=plugin_flags_given(ctx),
+    )
+    effective = app.config.section("bake")
+    if not effective["base_ami"]:
+        raise click.UsageError(
+            "missing the base image: -b NAME_OR_ID or -B ID (or base_ami in [bake])"
+        )
     request = BakeRequest(
-        base=base or base_id or "",
+        base=effective["base_ami"],
         packages=packages,
-        name_template=name_template,
-        suffix=suffix,
-        tags=dict(parse_tag(t) for t in tags),
-        preserve_on_error=preserve_on_error,
+        name_template=effective["name"],
+        suffix=effective["suffix"],
+        tags=effective["tags"],
+        preserve_on_error=effective["preserve_on_error"],
     )
     cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
     bake_id = new_bake_id()
@@ -258,6 +318,69 @@ def bake(
         logging.getLogger().removeHandler(handler)
         handler.close()
     app.emit(result.as_dict(), bake_text(result))
+
+
+class PluginOption(click.Option):
+    """A bake option a plugin declared: the command-line form of one of its settings."""
+
+    def __init__(self, plugin: str, setting: Setting) -> None:
+        self.plugin = plugin
+        self.setting = setting
+        declared: dict[str, Any] = {
+            "help": f"{setting.help} (plugin {plugin}; [plugins.{plugin}] {setting.name})",
+            "default": None,
+            "expose_value": True,
+        }
+        names = [setting.option]
+        if setting.type is bool:
+            names = [f"{setting.option}/--no-{setting.option[2:]}"]
+        elif setting.type in (list, dict):
+            declared["multiple"] = True
+            declared["metavar"] = "KEY=VALUE" if setting.type is dict else "TEXT"
+        elif setting.choices:
+            declared["type"] = click.Choice(setting.choices)
+        else:
+            declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
+                setting.type, click.STRING
+            )
+        super().__init__(names, f"plugin_option_{plugin}_{setting.name}", **declared)
+
+
+def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
+    """Give ``bake`` the flags plugins declared; a flag that is taken already is left out."""
+    command.params = [p for p in command.params if not isinstance(p, PluginOption)]
+    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
+    for plugin, settings in sorted(declarations.plugins.items()):
+        for setting in settings:
+            if not setting.flag:
+                continue
+            option = PluginOption(plugin, setting)
+            clash = taken & {*option.opts, *option.secondary_opts}
+            if clash:
+                log.warning(
+                    "plugin %s: bake option %s is taken; set %s in [plugins.%s] instead",
+                    plugin,
+                    ", ".join(sorted(clash)),
+                    setting.name,
+                    plugin,
+                )
+                continue
+            taken |= {*option.opts, *option.secondary_opts}
+            command.params.insert(-1, option)  # before the PACKAGE argument
+
+
+def plugin_flags_given(ctx: click.Context) -> dict[str, dict[str, Any]]:
+    flags: dict[str, dict[str, Any]] = {}
+    for param in ctx.command.params:
+        if not isinstance(param, PluginOption) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if param.setting.type is dict:
+            value = dict(parse_tag(item) for item in value)
+        flags.setdefault(param.plugin, {})[param.setting.name] = value
+    return flags
 
 
 def open_bake_log(path: Path) -> logging.Handler:
@@ -414,6 +537,30 @@ def plugins(ctx: click.Context) -> None:
     app.emit(data, "\n".join(lines))
 
 
+@cli.group("config", context_settings={"help_option_names": ["--help"]})
+@global_options
+def config_group() -> None:
+    """Show the configuration."""
+
+
+@config_group.command("show", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print every effective setting and where it came from."""
+    app = App(ctx)
+    rows = app.config.rows()
+    data = {
+        "files": [str(path) for path in app.config.files],
+        "environment": app.config.environment,
+        "settings": [
+            {"key": key, "value": json_value(value), "source": source}
+            for key, value, source in rows
+        ],
+    }
+    app.emit(data, config_text(app.config.files, app.config.environment, rows))
+
+
 def _requested(argv: Sequence[str], flag: str) -> bool:
     return flag in argv
 
@@ -434,7 +581,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     debug = _requested(args, "--debug")
     ctx_meta: dict[str, Any] = {}
     try:
-        with interrupts_raised(), cli.make_context("aminate", args) as ctx:
+        hooks = load_plugins()
+        add_plugin_options(bake, hooks.setting_declarations())
+        with interrupts_raised(), cli.make_context("aminate", args, obj=hooks) as ctx:
             ctx_meta = ctx.meta
             cli.invoke(ctx)
         code = 0

@@ -7,7 +7,7 @@ None means "not mine, ask the next plugin"; third-party plugins are asked before
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,13 +15,29 @@ import pluggy
 
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
-from aminator_ng.config import EngineSettings
+from aminator_ng.config import EngineSettings, Setting
 from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
 
 PROJECT = "aminator_ng"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def aminator_settings() -> Sequence[Setting] | None:
+    """Declare this plugin's settings: the keys of its ``[plugins.NAME]`` table, where NAME is
+    the plugin's entry-point name, and the flags it adds to ``aminate bake``.
+
+    Called once per command, at startup, before the configuration is read. The engine checks
+    every config file against the declarations (an undeclared key or a value of the wrong type
+    is a ConfigError naming the file and key), resolves each setting over all layers (default,
+    files, environment, ``AMINATOR_<PLUGIN>_<KEY>``, flag) and hands the values to the plugin as
+    ``settings.plugin("NAME")``, defaults included. A setting with ``flag=True`` becomes the
+    bake option ``--key-with-hyphens`` (a bool gets ``--no-...`` as well).
+
+    :return: the plugin's settings, or None when it has none.
+    """
 
 
 @hookspec(firstresult=True)
@@ -31,7 +47,8 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
     Called once per command, before anything is acquired.
 
     :param name: the backend asked for, such as ``"local"`` or ``"ec2"``.
-    :param settings: the engine's settings (home directory, log directory, output mode).
+    :param settings: the engine's settings (home directory, log directory, output mode), and
+        each plugin's own with ``settings.plugin(NAME)``.
     :return: a backend, or None when the name is not this plugin's.
     """
 
@@ -41,6 +58,7 @@ def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro 
     """Recognise the distribution of a mounted image root.
 
     Called once per bake, after the root filesystem is mounted and before the chroot is set up.
+    When the environment pins a distro plugin, only that plugin is asked.
 
     :param os_release: the fields of the image's /etc/os-release (``ID``, ``ID_LIKE``,
         ``VERSION_ID``, ...), empty if the file is missing.
@@ -51,7 +69,9 @@ def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro 
 
 
 @hookspec
-def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+def aminator_prepare_chroot(
+    chroot: Chroot, distro: Distro, stack: ExitStack, settings: EngineSettings
+) -> None:
     """Prepare the chroot for package installs, and arrange the undoing.
 
     Called once per bake, after /proc, /sys, /dev, /run and resolv.conf are in place, with the
@@ -62,16 +82,19 @@ def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) ->
     :param chroot: the image root; commands run inside it with ``chroot.run``.
     :param distro: what ``aminator_detect_distro`` recognised; ignore distros that are not yours.
     :param stack: the ExitStack of the chroot's lifetime.
+    :param settings: the engine's and the plugins' settings.
     """
 
 
 @hookspec(firstresult=True)
-def aminator_provisioner(distro: Distro) -> Provisioner | None:
+def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
     """Choose the provisioner that installs packages into this distro.
 
-    Called once per bake, right after distro detection.
+    Called once per bake, right after distro detection. When the environment names a
+    provisioner plugin, only that plugin is asked.
 
     :param distro: the recognised distro.
+    :param settings: the engine's and the plugins' settings (``settings.plugin(NAME)``).
     :return: a Provisioner, or None when this plugin does not provision that distro.
     """
 
@@ -112,6 +135,9 @@ def aminator_image_name(facts: BakeFacts) -> str | None:
     Called once per bake, after the install. ``facts.name_template`` and ``facts.suffix`` carry
     ``-n`` and ``-s``. The engine checks the name's charset and uniqueness.
 
+    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    ``facts.settings`` holds the engine's and the plugins' settings.
+
     :return: the name, or None to leave it to the next plugin.
     """
 
@@ -122,12 +148,20 @@ def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str] | None:
     (third parties) override earlier ones, and ``--tag`` overrides all.
 
     Called once per bake, after the install.
+
+    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    ``facts.settings`` holds the engine's and the plugins' settings.
     """
 
 
 @hookspec(firstresult=True)
 def aminator_image_description(facts: BakeFacts) -> str | None:
     """Describe the baked image (the description names its ancestor).
+
+    Called once per bake, after the install.
+
+    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    ``facts.settings`` holds the engine's and the plugins' settings.
 
     :return: the description, or None to leave it to the next plugin.
     """
@@ -139,6 +173,9 @@ def aminator_image_registered(image: Image, facts: BakeFacts, cloud: CloudBacken
 
     Called once per bake, after registration, in the step ``publish``. An exception here fails
     the bake and the new image is deregistered.
+
+    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    ``facts.settings`` holds the engine's and the plugins' settings.
     """
 
 

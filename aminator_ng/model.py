@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aminator_ng.config import EngineSettings
+
 
 @dataclass(frozen=True)
 class PackageInfo:
@@ -169,3 +171,5 @@ class BakeFacts:
     suffix: str | None
     extra_tags: Mapping[str, str]
     engine_version: str
+    #: The engine's and the plugins' settings; a plugin reads its own with ``plugin(NAME)``.
+    settings: EngineSettings = field(default_factory=EngineSettings)

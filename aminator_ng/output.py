@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aminator_ng.bake import BakeResult, KeptResource
@@ -70,4 +71,35 @@ def image_text(image: Image, manifest: Sequence[ManifestEntry]) -> str:
     lines.append("tags:")
     lines += [f"  {key}: {value}" for key, value in sorted(image.tags.items())]
     lines.append(f"packages: {len(manifest)} installed")
+    return "\n".join(lines)
+
+
+def json_value(value: Any) -> Any:
+    """A setting's value as JSON can hold it."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return value
+
+
+def toml_value(value: Any) -> str:
+    """A setting's value as it would be written in a config file."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(json_value(value))
+
+
+def config_text(
+    files: Sequence[Path], environment: str | None, rows: Sequence[tuple[str, Any, str]]
+) -> str:
+    lines = [f"# files read: {', '.join(map(str, files)) or 'none'}"]
+    lines.append(f"# environment: {environment or 'none'}")
+    shown = [(key, toml_value(value), source) for key, value, source in rows]
+    width = max((len(key) + len(value) for key, value, _ in shown), default=0) + 3
+    lines += [f"{f'{key} = {value}':<{width}}  # {source}" for key, value, source in shown]
     return "\n".join(lines)

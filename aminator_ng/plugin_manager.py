@@ -8,10 +8,11 @@ order, so that a third party is asked first by ``firstresult`` hooks and can ove
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import pluggy
 from aminator_ng import hookspecs
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
-from aminator_ng.config import EngineSettings
+from aminator_ng.config import Declarations, EngineSettings, Setting
 from aminator_ng.errors import ConfigError, RequestError
 from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
@@ -88,6 +89,7 @@ class Hooks:
     def __init__(self, manager: pluggy.PluginManager, loaded: LoadedPlugins) -> None:
         self.manager = manager
         self.loaded = loaded
+        self._declarations: Declarations | None = None
 
     @property
     def _hook(self) -> Any:
@@ -104,15 +106,96 @@ class Hooks:
             )
         return backend
 
-    def detect_distro(self, os_release: Mapping[str, str], root: Path) -> Distro | None:
-        distro: Distro | None = self._hook.aminator_detect_distro(os_release=os_release, root=root)
+    def _caller(self, hook_name: str, only: Sequence[str] | None, chosen_by: str) -> Any:
+        """The hook, or when an environment names plugins for it, the hook of those only."""
+        if only is None:
+            return getattr(self._hook, hook_name)
+        loaded = {name for name, _ in self.manager.list_name_plugin()}
+        missing = sorted(set(only) - loaded)
+        if missing:
+            raise ConfigError(
+                f"{chosen_by} names plugins that are not loaded: {', '.join(missing)}",
+                hint="see 'aminate plugins'",
+            )
+        others = [plugin for name, plugin in self.manager.list_name_plugin() if name not in only]
+        return self.manager.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def check_environment(self, settings: EngineSettings) -> None:
+        """Fail before anything is acquired when the environment names a plugin not loaded."""
+        for hook_name, only, key in self._selections(settings):
+            self._caller(hook_name, only, key)
+
+    @staticmethod
+    def _selections(settings: EngineSettings) -> list[tuple[str, Sequence[str] | None, str]]:
+        where = f"environment {settings.environment}"
+        distro = [settings.distro] if settings.distro else None
+        provisioner = [settings.provisioner] if settings.provisioner else None
+        return [
+            ("aminator_detect_distro", distro, f"{where}: distro"),
+            ("aminator_provisioner", provisioner, f"{where}: provisioner"),
+            ("aminator_image_name", settings.finalizers, f"{where}: finalizers"),
+        ]
+
+    def setting_declarations(self) -> Declarations:
+        """Each loaded plugin's declared settings, asked of each plugin on its own. A plugin
+        whose declaration fails is unloaded and listed as failed, like one that fails to load."""
+        if self._declarations is not None:
+            return self._declarations
+        declared: dict[str, list[Setting]] = {}
+        for name, plugin in self.manager.list_name_plugin():
+            others = [p for _, p in self.manager.list_name_plugin() if p is not plugin]
+            caller = self.manager.subset_hook_caller("aminator_settings", remove_plugins=others)
+            try:
+                settings = [s for answer in caller() for s in answer or ()]
+                if not all(isinstance(s, Setting) for s in settings):
+                    raise TypeError("aminator_settings must return Setting objects")
+            except Exception as exc:
+                self._unload(name, plugin, f"declaring its settings: {type(exc).__name__}: {exc}")
+                continue
+            if settings:
+                declared[name] = settings
+        loaded = frozenset(name for name, _ in self.manager.list_name_plugin())
+        self._declarations = Declarations(declared, loaded)
+        return self._declarations
+
+    def _unload(self, name: str, plugin: object, error: str) -> None:
+        self.manager.unregister(plugin)
+        info = next((i for i in self.loaded.infos if i.name == name), None)
+        if info is not None:
+            self.loaded.infos.remove(info)
+        distribution = info.distribution if info else "?"
+        self.loaded.failures.append(PluginFailure(name, distribution, error))
+        log.warning("plugin %s from %s failed %s", name, distribution, error)
+
+    def detect_distro(
+        self, os_release: Mapping[str, str], root: Path, settings: EngineSettings
+    ) -> Distro | None:
+        distro: Distro | None = self._caller(
+            "aminator_detect_distro",
+            [settings.distro] if settings.distro else None,
+            f"environment {settings.environment}: distro",
+        )(os_release=os_release, root=root)
+        if distro is None and settings.distro:
+            raise RequestError(
+                f"distro plugin {settings.distro}, pinned by environment "
+                f"{settings.environment}, does not recognise the base image",
+                hint="pin another distro plugin, or leave the choice to detection",
+            )
         return distro
 
-    def prepare_chroot(self, chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
-        self._hook.aminator_prepare_chroot(chroot=chroot, distro=distro, stack=stack)
+    def prepare_chroot(
+        self, chroot: Chroot, distro: Distro, stack: ExitStack, settings: EngineSettings
+    ) -> None:
+        self._hook.aminator_prepare_chroot(
+            chroot=chroot, distro=distro, stack=stack, settings=settings
+        )
 
-    def provisioner(self, distro: Distro) -> Provisioner | None:
-        provisioner: Provisioner | None = self._hook.aminator_provisioner(distro=distro)
+    def provisioner(self, distro: Distro, settings: EngineSettings) -> Provisioner | None:
+        provisioner: Provisioner | None = self._caller(
+            "aminator_provisioner",
+            [settings.provisioner] if settings.provisioner else None,
+            f"environment {settings.environment}: provisioner",
+        )(distro=distro, settings=settings)
         return provisioner
 
     def read_package_file(self, path: Path) -> PackageInfo | None:
@@ -137,23 +220,29 @@ class Hooks:
         return bool(done)
 
     def image_name(self, facts: BakeFacts) -> str | None:
-        name: str | None = self._hook.aminator_image_name(facts=facts)
+        name: str | None = self._finalizer("aminator_image_name", facts)(facts=facts)
         return name
 
     def image_tags(self, facts: BakeFacts) -> dict[str, str]:
         merged: dict[str, str] = {}
         # pluggy answers last-registered first; merge so that later plugins override earlier.
-        for tags in reversed(self._hook.aminator_image_tags(facts=facts)):
+        for tags in reversed(self._finalizer("aminator_image_tags", facts)(facts=facts)):
             if tags:
                 merged.update({str(k): str(v) for k, v in tags.items()})
         return merged
 
     def image_description(self, facts: BakeFacts) -> str | None:
-        description: str | None = self._hook.aminator_image_description(facts=facts)
+        description: str | None = self._finalizer("aminator_image_description", facts)(facts=facts)
         return description
 
     def image_registered(self, image: Image, facts: BakeFacts, cloud: CloudBackend) -> None:
-        self._hook.aminator_image_registered(image=image, facts=facts, cloud=cloud)
+        self._finalizer("aminator_image_registered", facts)(image=image, facts=facts, cloud=cloud)
+
+    def _finalizer(self, hook_name: str, facts: BakeFacts) -> Any:
+        settings = facts.settings
+        return self._caller(
+            hook_name, settings.finalizers, f"environment {settings.environment}: finalizers"
+        )
 
     def step_finished(self, bake_id: str, step: str, duration_s: float, failed: bool) -> None:
         try:
@@ -226,30 +315,38 @@ def load_plugins(
             PluginInfo(name, "(registered in-process)", "", _hooks_of(manager, plugin))
         )
     manager.check_pending()
-    if environ.get(TRACE_VARIABLE, "") not in ("", "0"):
-        _trace(manager)
+    trace = environ.get(TRACE_VARIABLE, "")
+    if trace not in ("", "0"):
+        _trace(manager, Path(trace) if "/" in trace else None)
     return Hooks(manager, loaded)
 
 
-def _trace(manager: pluggy.PluginManager) -> None:
-    def before(hook_name: str, impls: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
-        names = ", ".join(impl.plugin_name for impl in impls)
-        log.info("hook %s(%s) -> [%s]", hook_name, ", ".join(kwargs), names)
+def _trace(manager: pluggy.PluginManager, record_file: Path | None) -> None:
+    """Log every hook call and its answer; with a file, append one JSON line per call to it
+    instead (the test suite uses this to check that every hook is called)."""
+
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        names = [impl.plugin_name for impl in impls]
+        if record_file is not None:
+            line = json.dumps({"hook": hook_name, "plugins": names, "pid": os.getpid()})
+            # One short O_APPEND write per call: concurrent processes do not interleave.
+            with record_file.open("a", encoding="utf-8") as file:
+                file.write(line + "\n")
+            return
+        log.info("hook %s(%s) -> [%s]", hook_name, ", ".join(kwargs), ", ".join(names))
 
     def after(
-        outcome: Any, hook_name: str, impls: Iterable[Any], kwargs: Mapping[str, Any]
+        outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> None:
-        log.info(
-            "hook %s returned %r",
-            hook_name,
-            outcome.get_result() if not outcome.exception else outcome.exception,
-        )
+        if record_file is None:
+            answer = outcome.exception if outcome.exception else outcome.get_result()
+            log.info("hook %s returned %r", hook_name, answer)
 
     manager.add_hookcall_monitoring(before, after)
 
 
-def require_provisioner(hooks: Hooks, distro: Distro) -> Provisioner:
-    provisioner = hooks.provisioner(distro)
+def require_provisioner(hooks: Hooks, distro: Distro, settings: EngineSettings) -> Provisioner:
+    provisioner = hooks.provisioner(distro, settings)
     if provisioner is None:
         raise RequestError(
             f"no provisioner plugin handles {distro.pretty_name or distro.os_id}",

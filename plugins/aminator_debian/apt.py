@@ -121,6 +121,9 @@ def _install_failure(result: Completed, names: Sequence[str]) -> BakeError:
 class AptProvisioner(Provisioner):
     name = "apt"
 
+    def __init__(self, *, install_recommends: bool = True) -> None:
+        self.install_recommends = install_recommends
+
     def required_tools(self) -> list[str]:
         return ["dpkg-deb"]
 
@@ -130,6 +133,11 @@ class AptProvisioner(Provisioner):
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         apt = self._apt(chroot)
         names = [p.info.name if p.info else p.spec for p in packages]
+        options = [
+            *APT_OPTIONS,
+            "-o",
+            f"APT::Install-Recommends={'true' if self.install_recommends else 'false'}",
+        ]
         try:
             if not _has_package_lists(chroot):
                 apt.run(
@@ -141,12 +149,12 @@ class AptProvisioner(Provisioner):
                 targets = files + [p.spec for p in packages if not p.is_file]
                 try:
                     apt.run(
-                        ["apt-get", "install", "--simulate", *APT_OPTIONS, *targets],
+                        ["apt-get", "install", "--simulate", *options, *targets],
                         what="resolve packages",
                     )
                 except CommandError as exc:
                     raise _unresolvable(exc, names) from exc
-                result = apt.run(["apt-get", "install", *APT_OPTIONS, *targets], check=False)
+                result = apt.run(["apt-get", "install", *options, *targets], check=False)
                 if result.returncode != 0:
                     raise _install_failure(result, names)
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -12,9 +12,11 @@ from aminator_debian.version import package_info
 from aminator_ng.api import (
     Chroot,
     Distro,
+    EngineSettings,
     PackageInfo,
     Provisioner,
     RequestError,
+    Setting,
     hookimpl,
     replaced_file,
     run,
@@ -25,6 +27,21 @@ RECOGNISED_IDS = {"debian", "ubuntu"}
 #: invoke-rc.d asks this script whether to start a service; 101 means "no".
 POLICY_RC_D = b"#!/bin/sh\n# Installed by aminator-ng for the bake: no service starts.\nexit 101\n"
 DEB_MAGIC = b"!<arch>\ndebian-binary"
+#: This plugin's entry-point name, which names its ``[plugins.debian]`` table.
+PLUGIN_NAME = "debian"
+
+
+@hookimpl
+def aminator_settings() -> Sequence[Setting]:
+    return [
+        Setting(
+            "install_recommends",
+            bool,
+            True,
+            "install the packages' Recommends too, as apt does by default",
+            flag=True,
+        )
+    ]
 
 
 @hookimpl(trylast=True)
@@ -49,8 +66,11 @@ def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) ->
 
 
 @hookimpl(trylast=True)
-def aminator_provisioner(distro: Distro) -> Provisioner | None:
-    return AptProvisioner() if distro.package_format == "deb" else None
+def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
+    if distro.package_format != "deb":
+        return None
+    own = settings.plugin(PLUGIN_NAME)
+    return AptProvisioner(install_recommends=own.get("install_recommends", True))
 
 
 def _is_deb(path: Path) -> bool:

@@ -8,9 +8,9 @@ import json
 import os
 import socket
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from aminator_ng.api import BakeFacts, ConfigError, hookimpl
+from aminator_ng.api import BakeFacts, ConfigError, Setting, hookimpl
 
 DEFAULT_TEMPLATE = "{name}-{version}-{release}-{arch}-{suffix}"
 TEMPLATE_FIELDS = (
@@ -26,6 +26,21 @@ TEMPLATE_FIELDS = (
     "date",
     "distro",
 )
+
+
+PLUGIN_NAME = "tagging"
+
+
+@hookimpl
+def aminator_settings() -> Sequence[Setting]:
+    return [
+        Setting(
+            "creator",
+            str,
+            None,
+            "the creator tag (default: the user who ran the bake, @ the host name)",
+        )
+    ]
 
 
 def default_suffix(facts: BakeFacts) -> str:
@@ -105,7 +120,10 @@ def manifest_digest(facts: BakeFacts) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def creator() -> str:
+def creator(facts: BakeFacts) -> str:
+    configured = facts.settings.plugin(PLUGIN_NAME).get("creator")
+    if configured:
+        return str(configured)
     user = os.environ.get("SUDO_USER") or getpass.getuser()
     return f"{user}@{socket.gethostname()}"
 
@@ -118,7 +136,7 @@ def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str]:
         "appversion": appversion,
         "base_image_id": facts.base.image_id,
         "base_image_name": facts.base.name,
-        "creator": creator(),
+        "creator": creator(facts),
         "creation_time": facts.started.isoformat().replace("+00:00", "Z"),
         "bake_id": facts.bake_id,
         "aminator_ng_version": facts.engine_version,

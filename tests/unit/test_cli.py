@@ -243,7 +243,7 @@ def test_two_bases_are_a_usage_error(aminate: Aminate) -> None:
     assert_request_error(aminate("-b", "x", "-B", "img-1", "./hello.deb"), "-B")
 
 
-@pytest.mark.parametrize("command", ["cleanup", "config"])
+@pytest.mark.parametrize("command", ["cleanup"])
 def test_later_commands_are_not_available(aminate: Aminate, command: str) -> None:
     assert_request_error(aminate(command), command, "not available")
 

@@ -80,7 +80,7 @@ def test_builtins_answer(tmp_path: Path) -> None:
     hooks = load_plugins(environ={})
     assert hooks.cloud_backend("local", EngineSettings(home=tmp_path)).name == "local"
     assert hooks.image_name(make_facts()) == "hello-1.0-1-all-20260304050607-0123"
-    assert hooks.detect_distro({"ID": "ubuntu"}, tmp_path) is not None
+    assert hooks.detect_distro({"ID": "ubuntu"}, tmp_path, EngineSettings()) is not None
     assert hooks.detect_distro({"ID": "fedora"}, tmp_path) is None
 
 
@@ -101,7 +101,7 @@ def test_a_disabled_plugin_is_left_out_and_listed(make_deb: Callable[..., Path])
     assert names >= {"local", "tagging"}
     assert hooks.loaded.disabled == ["debian"]
     assert hooks.read_package_file(deb) is None
-    assert hooks.detect_distro({"ID": "debian"}, deb.parent) is None
+    assert hooks.detect_distro({"ID": "debian"}, deb.parent, EngineSettings()) is None
 
 
 def test_several_plugins_can_be_disabled() -> None:
