@@ -45,7 +45,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 __all__ = [
     "API_VERSION",

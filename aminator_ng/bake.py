@@ -135,7 +135,8 @@ def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageReq
             if info is None:
                 raise RequestError(
                     f"not a package file: {spec}",
-                    hint="give a .deb or .rpm file, or a package name from the repositories",
+                    hint="give a package file a loaded plugin can read ('aminate plugins'), "
+                    "or a package name from the image's repositories",
                 )
             requests.append(PackageRequest(spec, path, info))
         elif PACKAGE_NAME.match(spec):

@@ -343,7 +343,7 @@ class PluginOption(click.Option):
             declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
                 setting.type, click.STRING
             )
-        super().__init__(names, f"plugin_option_{plugin}_{setting.name}", **declared)
+        super().__init__([*names, f"plugin_option_{plugin}_{setting.name}"], **declared)
 
 
 def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
@@ -366,7 +366,8 @@ def add_plugin_options(command: click.Command, declarations: Declarations) -> No
                 )
                 continue
             taken |= {*option.opts, *option.secondary_opts}
-            command.params.insert(-1, option)  # before the PACKAGE argument
+            arguments = [i for i, p in enumerate(command.params) if isinstance(p, click.Argument)]
+            command.params.insert(arguments[0] if arguments else len(command.params), option)
 
 
 def plugin_flags_given(ctx: click.Context) -> dict[str, dict[str, Any]]:

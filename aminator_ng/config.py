@@ -158,6 +158,8 @@ BAKE_SETTINGS = (
     Setting("tags", dict, {}, "extra tags, merged over every layer (--tag)"),
     Setting("preserve_on_error", bool, False, "keep what a failed bake acquired"),
 )
+#: The command-line option of each ``[bake]`` setting, where it is not ``--name-with-hyphens``.
+BAKE_OPTIONS = {"base_ami": "-b/-B", "tags": "--tag"}
 #: What an ``[environments.NAME]`` table chooses, besides its own bake and plugins tables.
 ENVIRONMENT_SETTINGS = (
     Setting("cloud", str, None, "the cloud backend"),
@@ -284,14 +286,21 @@ def _engine_entries(
 
 
 def _plugin_entries(
-    plugins: Any, declarations: Declarations, path: Path, table_name: str, source: str
+    plugins: Any,
+    declarations: Declarations,
+    path: Path,
+    table_name: str,
+    source: str,
+    *,
+    warn: bool = True,
 ) -> Iterator[Entry]:
     """``table_name`` is ``plugins`` or ``environments.NAME.plugins``."""
     for plugin, table in _table(plugins, f"{path}: [{table_name}]").items():
         where = f"{path}: [{table_name}.{plugin}]"
         table = _table(table, where)
         if plugin not in declarations.loaded:
-            log.warning("%s: no plugin %s is loaded; its settings are ignored", where, plugin)
+            if warn:
+                log.warning("%s: no plugin %s is loaded; its settings are ignored", where, plugin)
             continue
         for raw_key, value in table.items():
             key = normalise_key(raw_key)
@@ -326,7 +335,7 @@ def file_entries(file: ConfigFile, declarations: Declarations) -> list[Entry]:
 
 
 def environment_entries(
-    file: ConfigFile, name: str, table: Any, declarations: Declarations
+    file: ConfigFile, name: str, table: Any, declarations: Declarations, *, warn: bool = True
 ) -> list[Entry]:
     """What ``[environments.NAME]`` of a file sets: its choices (section "environment"), and its
     own ``bake`` and ``plugins`` tables."""
@@ -341,7 +350,7 @@ def environment_entries(
             entries += _engine_entries("bake", value, BAKE_SETTINGS, bake_where, source)
         elif key == "plugins":
             entries += _plugin_entries(
-                value, declarations, file.path, f"{table_name}.plugins", source
+                value, declarations, file.path, f"{table_name}.plugins", source, warn=warn
             )
         else:
             setting = _setting(
@@ -433,11 +442,14 @@ def resolve(
     for file in files:
         apply(file_entries(file, declarations))
 
-    environment = _chosen_environment(files, flags, environ, values["global"]["environment"])
-    if environment is not None:
+    chosen = _chosen_environment(files, flags, environ, values["global"]["environment"])
+    environment: str | None = chosen.value if chosen is not None else None
+    if environment is not None and chosen is not None:
+        values["global"]["environment"] = chosen
         for file in defined_environments(files)[environment]:
             table = file.data["environments"][environment]
-            apply(environment_entries(file, environment, table, declarations))
+            # Checked (and warned about) with the whole file above.
+            apply(environment_entries(file, environment, table, declarations, warn=False))
         if values["environment"]["cloud"].value is not None:
             values["global"]["cloud"] = values["environment"]["cloud"]
 
@@ -455,7 +467,7 @@ def resolve(
 
 def _chosen_environment(
     files: Sequence[ConfigFile], flags: Flags, environ: Mapping[str, str], from_files: Sourced
-) -> str | None:
+) -> Sourced | None:
     if flags.global_.get("environment"):
         name, source = flags.global_["environment"], "-e"
     elif environ.get(variable_name("environment")):
@@ -471,7 +483,7 @@ def _chosen_environment(
             f"unknown environment {name!r} (from {source})",
             hint=f"defined: {', '.join(sorted(defined)) or 'none'}; files read: {read}",
         )
-    return str(name)
+    return Sourced(str(name), source)
 
 
 def _variable_entries(declarations: Declarations, environ: Mapping[str, str]) -> Iterator[Entry]:
@@ -498,13 +510,15 @@ def _flag_entries(flags: Flags, declarations: Declarations) -> Iterator[Entry]:
             yield Entry("global", key, setting.check(value, f"--{key}"), f"--{key}")
     for key, value in flags.bake.items():
         setting = _setting(BAKE_SETTINGS, key, "flag")
-        yield Entry("bake", key, setting.check(value, setting.option), setting.option)
+        option = BAKE_OPTIONS.get(key, setting.option)
+        yield Entry("bake", key, setting.check(value, option), option)
     for plugin, given in flags.plugins.items():
         for key, value in given.items():
             setting = declarations.plugin_setting(plugin, key, "flag")
-            yield Entry(
-                f"plugins.{plugin}", key, setting.check(value, setting.option), setting.option
-            )
+            option = setting.option
+            if setting.type is bool and value is False:
+                option = f"--no-{option[2:]}"
+            yield Entry(f"plugins.{plugin}", key, setting.check(value, option), option)
 
 
 # What commands get

@@ -48,7 +48,8 @@ def bake_text(result: BakeResult) -> str:
         f"name:      {result.image.name}",
         f"base:      {result.base.image_id} ({result.base.name})",
         f"packages:  {packages}",
-        f"installed: {len(result.manifest)} packages in the image",
+        f"installed: {len(result.manifest)} package{'' if len(result.manifest) == 1 else 's'}"
+        " in the image",
         f"duration:  {result.duration_s:.1f} s",
     ]
     if result.log_path:

@@ -1,17 +1,54 @@
-"""Shared test settings: privileged tests need root; in CI (CI=true) they must run, and a skip of
-one counts as a failure."""
+"""Shared test settings.
+
+Privileged tests need root; in CI (CI=true) they must run, and a skip of one counts as a failure.
+Every hook call of the session, in this process and in every ``aminate`` it starts, is recorded
+through the engine's hook-call monitoring (``AMINATOR_TRACE_PLUGINS`` naming a file), so that
+tests/test_hooks_called.py, which runs last, can tell which hooks the suite never called."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
+
+from tests.hookrecord import HOOK_CHECK_NODE, HOOK_RECORD_VARIABLE, whole_suite_key
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    record = Path(tempfile.mkdtemp(prefix="aminator-hook-calls-")) / "calls.jsonl"
+    record.touch()
+    os.environ[HOOK_RECORD_VARIABLE] = str(record)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    record = Path(os.environ.pop(HOOK_RECORD_VARIABLE, ""))
+    if record.name == "calls.jsonl":
+        record.unlink(missing_ok=True)
+        record.parent.rmdir()
+
+
+def whole_suite_selected(config: pytest.Config, items: list[pytest.Item]) -> bool:
+    """True when this session runs every test: no -k, -m or narrower paths, nothing deselected."""
+    tests_root = Path(__file__).parent
+    chosen = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    return (
+        all(path in (tests_root, tests_root.parent) for path in chosen)
+        and not config.getoption("keyword")
+        and not config.getoption("markexpr")
+        and not config.getoption("lf", False)
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The hook-call check runs after every other test, whose calls it reads.
+    last = [item for item in items if item.nodeid.startswith(HOOK_CHECK_NODE)]
+    items[:] = [item for item in items if item not in last] + last
+    config.stash[whole_suite_key] = whole_suite_selected(config, items)
     privileged = [item for item in items if item.get_closest_marker("privileged")]
     if os.geteuid() == 0 or not privileged:
         return

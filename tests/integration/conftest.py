@@ -21,6 +21,7 @@ import pytest
 
 from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
 from aminator_ng.mount import mounted
+from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.integration.debs import build_deb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,13 +46,23 @@ class Workspace:
         self.home = root / "home"
         self.log_dir = root / "log"
         self.scratch = root / "scratch"
-        for directory in (self.home, self.log_dir, self.scratch):
+        self.config_home = root / "config"
+        for directory in (self.home, self.log_dir, self.scratch, self.config_home):
             directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AMINATOR_")}
-        env.update(AMINATOR_HOME=str(self.home), AMINATOR_LOG_DIR=str(self.log_dir))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AMINATOR_") or k == HOOK_RECORD_VARIABLE
+        }
+        # The operator's own config file (~/.config/aminator-ng) must not reach a test.
+        env.update(
+            AMINATOR_HOME=str(self.home),
+            AMINATOR_LOG_DIR=str(self.log_dir),
+            XDG_CONFIG_HOME=str(self.config_home),
+        )
         return env
 
     def command(self, *args: str) -> list[str]:

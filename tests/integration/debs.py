@@ -12,6 +12,7 @@ def build_deb(
     version: str = "1.0-1",
     *,
     depends: str = "",
+    recommends: str = "",
     postinst: str | None = None,
     files: dict[str, str] | None = None,
 ) -> Path:
@@ -27,6 +28,8 @@ def build_deb(
     ]
     if depends:
         control.append(f"Depends: {depends}")
+    if recommends:
+        control.append(f"Recommends: {recommends}")
     (tree / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
     if postinst is not None:
         script = tree / "DEBIAN" / "postinst"

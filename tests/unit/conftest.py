@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hookrecord import HOOK_RECORD_VARIABLE
+
 #: Builds ``NAME_VERSION_all.deb`` in a directory and returns its path.
 DebFactory = Callable[..., Path]
 
@@ -23,7 +25,7 @@ DebFactory = Callable[..., Path]
 @pytest.fixture(autouse=True)
 def no_aminator_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith("AMINATOR_"):
+        if name.startswith("AMINATOR_") and name != HOOK_RECORD_VARIABLE:
             monkeypatch.delenv(name)
 
 

@@ -1,0 +1,1 @@
+"""aminator-acme: an example aminator-ng distro plugin for Acme Linux."""

@@ -1,0 +1,100 @@
+"""Hook implementations of the acme plugin: it recognises Acme Linux, prepares its chroot,
+reads .acme.tar files and provisions them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from aminator_acme.package import is_acme_package, read_package_info
+from aminator_acme.provisioner import AcmeProvisioner
+from aminator_ng.api import (
+    API_VERSION,
+    BakeError,
+    Chroot,
+    Distro,
+    EngineSettings,
+    PackageInfo,
+    Provisioner,
+    Setting,
+    hookimpl,
+    replaced_file,
+)
+
+#: The plugin API this plugin is written for: the same major version, this minor or a later one.
+REQUIRED_API = (1, 1)
+
+
+def api_fits(version: str, required: tuple[int, int]) -> bool:
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return major == required[0] and minor >= required[1]
+
+
+if not api_fits(API_VERSION, REQUIRED_API):
+    raise ImportError(f"aminator-acme needs plugin API 1.1 or a later 1.x, not {API_VERSION}")
+
+#: This plugin's entry-point name (setup.cfg), which names its [plugins.acme] table.
+PLUGIN_NAME = "acme"
+FAMILY = "acme"
+#: Present inside the image while it is being baked, so that package scripts can tell.
+BAKING_MARKER = "/etc/acme/baking"
+
+
+@hookimpl
+def aminator_settings() -> Sequence[Setting]:
+    return [Setting("motd", str, None, "text written to /etc/motd of the image", flag=True)]
+
+
+@hookimpl
+def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
+    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
+    if FAMILY not in ids:
+        return None  # not mine: ask the next plugin
+    return Distro(
+        family=FAMILY,
+        os_id=os_release.get("ID", ""),
+        version_id=os_release.get("VERSION_ID", ""),
+        pretty_name=os_release.get("PRETTY_NAME", "Acme Linux"),
+        package_format="acme-tar",
+    )
+
+
+@contextlib.contextmanager
+def directory(chroot: Chroot, inside: str) -> Iterator[Path]:
+    """A directory inside the image for the context; removed again if this created it and it
+    is still empty."""
+    path = chroot.path(inside)
+    if path.exists() and not path.is_dir():
+        raise BakeError(f"{inside} in the image is not a directory")
+    created = not path.exists()
+    path.mkdir(mode=0o755, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@hookimpl
+def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+    if distro.family != FAMILY:
+        return  # every plugin's implementation is called: leave other families alone
+    stack.enter_context(directory(chroot, "/etc/acme"))
+    stack.enter_context(replaced_file(chroot, BAKING_MARKER, b"aminator-ng\n", mode=0o644))
+
+
+@hookimpl
+def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
+    if distro.family != FAMILY:
+        return None
+    return AcmeProvisioner(motd=settings.plugin(PLUGIN_NAME).get("motd"))
+
+
+@hookimpl
+def aminator_read_package_file(path: Path) -> PackageInfo | None:
+    if not is_acme_package(path):
+        return None  # not mine
+    return read_package_info(path)
