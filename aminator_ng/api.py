@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from aminator_ng.blockdev import (
     Filesystem,
+    backing_file,
+    detach_loop_device,
     find_root_filesystem,
     loop_device,
     partition_nodes,
@@ -39,13 +41,15 @@ from aminator_ng.model import (
     ManifestEntry,
     PackageInfo,
     PackageRequest,
+    Repository,
     Snapshot,
+    SourceLine,
     Volume,
 )
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 
 __all__ = [
     "API_VERSION",
@@ -73,10 +77,14 @@ __all__ = [
     "PackageInfo",
     "PackageRequest",
     "Provisioner",
+    "Repository",
     "RequestError",
     "Setting",
     "Snapshot",
+    "SourceLine",
     "Volume",
+    "backing_file",
+    "detach_loop_device",
     "find_root_filesystem",
     "find_tool",
     "hookimpl",

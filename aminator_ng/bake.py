@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,13 @@ from aminator_ng.chroot import (
     Chroot,
     api_filesystems,
     host_resolv_conf,
+    kill_processes_under,
     no_process_left,
     replaced_file,
 )
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings
-from aminator_ng.errors import HostError, NotFoundError, RequestError
+from aminator_ng.errors import BakeError, CleanupError, HostError, NotFoundError, RequestError
 from aminator_ng.model import (
     BakeFacts,
     Distro,
@@ -41,8 +42,10 @@ from aminator_ng.model import (
     ManifestEntry,
     PackageInfo,
     PackageRequest,
+    Repository,
+    SourceLine,
 )
-from aminator_ng.mount import mounted
+from aminator_ng.mount import mounted, mounts_under, unmount
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.plugin_manager import Hooks, require_provisioner
@@ -54,8 +57,24 @@ log = logging.getLogger(__name__)
 
 #: Host tools the engine's own Linux layer runs in every bake.
 ENGINE_TOOLS = ("blkid", "chroot", "findmnt", "fstrim", "mount", "partx", "sync", "umount")
-PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
+#: A package name, optionally pinned to an exact version: ``NAME=[EPOCH:]VERSION``.
+PACKAGE_NAME = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9+._-]*(?:=(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~^_-]*)?$"
+)
+PACKAGE_NAME_HINT = (
+    "a name is letters, digits and + . _ -; pin an exact version with NAME=VERSION "
+    "(hello=1.0-1, or with an epoch hello=1:1.0-1)"
+)
 PACKAGE_FILE_SUFFIXES = (".deb", ".rpm")
+REPOSITORY_HINT = (
+    "--repo takes an apt one-line source, 'deb [options] URI suite [component...]', "
+    "or a directory of package files"
+)
+#: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth.
+REPOSITORY_MOUNTS = "/var/cache/aminator-ng/repos"
+#: Nothing in a repository directory is changed or run from inside the image.
+REPOSITORY_MOUNT_OPTIONS = ("ro", "nosuid", "nodev", "noexec")
+_ARMORED_KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 
 
 def new_bake_id() -> str:
@@ -142,8 +161,117 @@ def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageReq
         elif PACKAGE_NAME.match(spec):
             requests.append(PackageRequest(spec))
         else:
-            raise RequestError(f"not a package name: {spec!r}")
+            raise RequestError(
+                f"not a package name or NAME=VERSION: {spec!r}", hint=PACKAGE_NAME_HINT
+            )
     return requests
+
+
+def read_repository_key(path: Path) -> Path:
+    """A ``--repo-key`` file, checked to be an OpenPGP public key (armored or binary)."""
+    if not path.is_file():
+        raise NotFoundError(f"repository key not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RequestError(f"cannot read repository key {path}: {exc.strerror}") from exc
+    armored = data.lstrip().startswith(_ARMORED_KEY)
+    # A binary OpenPGP packet's first byte has its high bit set.
+    if not armored and not (data and data[0] & 0x80):
+        raise RequestError(
+            f"not an OpenPGP public key: {path}",
+            hint="export it with 'gpg --export KEYID' or 'gpg --armor --export KEYID'",
+        )
+    return path.resolve()
+
+
+def _holds_package_files(directory: Path) -> bool:
+    return any(p.suffix in PACKAGE_FILE_SUFFIXES for p in directory.rglob("*"))
+
+
+def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repository, ...]:
+    """Check every ``--repo`` and ``--repo-key`` before anything is acquired.
+
+    An existing directory is a directory repository; anything else must be an apt one-line
+    source. The keys sign every source line that does not name its own ``signed-by``.
+    """
+    key_files = tuple(read_repository_key(key) for key in keys)
+    repositories: list[Repository] = []
+    for spec in specs:
+        text = spec.strip()
+        directory = Path(text)
+        if text and directory.is_dir():
+            if not _holds_package_files(directory):
+                raise RequestError(f"repository directory holds no package files: {spec}")
+            repositories.append(Repository(spec, directory=directory.resolve()))
+        elif text.split(maxsplit=1)[:1] in (["deb"], ["deb-src"]):
+            try:
+                source = SourceLine.parse(text)
+            except ValueError as exc:
+                raise RequestError(f"bad --repo {spec!r}: {exc}", hint=REPOSITORY_HINT) from exc
+            signing = () if "signed-by" in source.option_names() else key_files
+            repositories.append(Repository(spec, source=source, keys=signing))
+        elif not text or any(c.isspace() for c in text):
+            raise RequestError(
+                f"bad --repo {spec!r}: neither a source line nor a directory",
+                hint=REPOSITORY_HINT,
+            )
+        else:
+            raise NotFoundError(f"repository directory not found: {spec}", hint=REPOSITORY_HINT)
+    if key_files and not any(r.keys for r in repositories):
+        raise RequestError(
+            "--repo-key signs --repo source lines, and there is none without its own signed-by",
+            hint="give the repository as --repo 'deb URI suite component', with its key",
+        )
+    return tuple(repositories)
+
+
+@contextlib.contextmanager
+def created_directories(chroot: Chroot, inside: str) -> Iterator[Path]:
+    """A directory inside the image, with whatever parents it lacks; the ones made here are
+    removed again on leaving, and must be empty by then."""
+    path = chroot.path(inside)
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != chroot.root:
+        missing.append(current)
+        current = current.parent
+    try:
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o755)
+        yield path
+    finally:
+        for directory in missing:
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CleanupError(
+                    f"cannot remove {directory} from the image: {exc.strerror}"
+                ) from exc
+
+
+@contextlib.contextmanager
+def mounted_repositories(
+    chroot: Chroot, repositories: Sequence[Repository]
+) -> Iterator[tuple[Repository, ...]]:
+    """The directory repositories bind-mounted read-only into the image (``mounted_at`` set),
+    unmounted and their mount points removed on leaving; source lines pass through."""
+    with ExitStack() as stack:
+        placed: list[Repository] = []
+        for index, repository in enumerate(repositories):
+            if repository.directory is None:
+                placed.append(repository)
+                continue
+            inside = f"{REPOSITORY_MOUNTS}/{index}/pool"
+            target = stack.enter_context(created_directories(chroot, inside))
+            stack.enter_context(
+                mounted(repository.directory, target, bind=True, options=REPOSITORY_MOUNT_OPTIONS)
+            )
+            log.info("repository %s mounted read-only at %s", repository.directory, inside)
+            placed.append(replace(repository, mounted_at=inside))
+        yield tuple(placed)
 
 
 class Bake:
@@ -207,14 +335,18 @@ class Bake:
         require_tools([*ENGINE_TOOLS, *self.cloud.required_tools()])
         with self.steps.step("read_packages"):
             requests = read_package_requests(self.hooks, self.request.packages)
+            repositories = read_repositories(
+                self.request.repositories, self.request.repository_keys
+            )
         with ExitStack() as stack:
             try:
-                result = self._bake(stack, requests)
+                result = self._bake(stack, requests, repositories)
             except BaseException:
                 if self.request.preserve_on_error and self.kept:
                     # Ownership moves out of the stack: nothing is released, and the CLI exits
                     # without running finalizers so that nothing is released later either.
                     self._kept_stack = stack.pop_all()
+                    self.cloud.mark_preserved(self.bake_id)
                 raise
         return BakeResult(
             bake_id=self.bake_id,
@@ -240,7 +372,10 @@ class Bake:
         stack.callback(self.kept.remove, entry)
 
     def _bake(
-        self, stack: ExitStack, requests: list[PackageRequest]
+        self,
+        stack: ExitStack,
+        requests: list[PackageRequest],
+        repositories: Sequence[Repository],
     ) -> tuple[Image, Image, tuple[PackageInfo, ...], tuple[ManifestEntry, ...]]:
         steps, cloud = self.steps, self.cloud
         with steps.step("resolve_base"):
@@ -279,7 +414,9 @@ class Bake:
             distro, provisioner = self._detect(root.mount_point)
         chroot = device_stack.enter_context(
             steps.resource(
-                "chroot_setup", "chroot_teardown", self._chroot(root.mount_point, distro)
+                "chroot_setup",
+                "chroot_teardown",
+                self._chroot(root.mount_point, distro, provisioner, repositories),
             )
         )
         with steps.step("install"):
@@ -352,12 +489,21 @@ class Bake:
         return distro, provisioner
 
     @contextlib.contextmanager
-    def _chroot(self, root: Path, distro: Distro) -> Iterator[Chroot]:
+    def _chroot(
+        self,
+        root: Path,
+        distro: Distro,
+        provisioner: Provisioner,
+        repositories: Sequence[Repository],
+    ) -> Iterator[Chroot]:
         chroot = Chroot(root)
         with ExitStack() as stack:
             stack.enter_context(api_filesystems(chroot))
             stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
             self.hooks.prepare_chroot(chroot, distro, stack, self.settings)
+            if repositories:
+                placed = stack.enter_context(mounted_repositories(chroot, repositories))
+                stack.enter_context(provisioner.added_repositories(chroot, placed))
             # Entered last, so left first: daemons die before anything they use goes away.
             stack.enter_context(no_process_left(root))
             yield chroot
@@ -365,17 +511,37 @@ class Bake:
     def _baked_packages(
         self, chroot: Chroot, provisioner: Provisioner, requests: list[PackageRequest]
     ) -> tuple[PackageInfo, ...]:
-        by_name = [r.spec for r in requests if not r.is_file]
+        by_name = [r.name for r in requests if not r.is_file]
         queried = {p.name: p for p in provisioner.query(chroot, by_name)} if by_name else {}
         baked: list[PackageInfo] = []
         for request in requests:
             if request.info is not None:
                 baked.append(request.info)
-            elif request.spec in queried:
-                baked.append(queried[request.spec])
-            else:
-                raise RequestError(f"package {request.spec} is not installed after the install")
+                continue
+            info = queried.get(request.name)
+            if info is None:
+                raise RequestError(f"package {request.name} is not installed after the install")
+            pinned = request.pinned_version
+            if pinned is not None and pinned.removeprefix("0:") != info.full_version:
+                raise BakeError(
+                    f"package {request.name} is at version {info.full_version} after the "
+                    f"install, not the pinned {pinned}"
+                )
+            baked.append(info)
         return tuple(baked)
+
+
+def release_preserved(cloud: CloudBackend, settings: EngineSettings, bake_id: str) -> list[str]:
+    """Release what a bake kept with ``--preserve-on-error``: the processes left in its image,
+    its mounts (the most recent first), then what the cloud backend holds for it."""
+    bake_dir = settings.work_dir / bake_id
+    released = [f"ended pid {pid} ({comm})" for pid, comm in kill_processes_under(bake_dir)]
+    for mount_point in mounts_under(bake_dir):
+        unmount(mount_point)
+        released.append(f"unmounted {mount_point}")
+    _remove_empty_dirs(bake_dir / "root", settings.work_dir)
+    released += cloud.release_preserved(bake_id)
+    return released
 
 
 def _remove_empty_dirs(path: Path, stop: Path) -> None:

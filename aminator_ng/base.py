@@ -1,5 +1,5 @@
-"""``aminate base create``: bootstrap a root through a distro plugin, lay it out as a disk image,
-and register it with the cloud backend."""
+"""``aminate base create``: bootstrap a root through a distro plugin, lay it out as a disk image
+(GPT or whole-disk, ext4 or XFS), and register it with the cloud backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aminator_ng import __version__
 from aminator_ng.bake import require_root
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import EngineSettings
-from aminator_ng.diskimage import build_disk_image
+from aminator_ng.diskimage import build_disk_image, check_disk_size, required_tools
 from aminator_ng.errors import RequestError
 from aminator_ng.model import Image
 from aminator_ng.plugin_manager import Hooks
@@ -21,7 +21,7 @@ from aminator_ng.run import require_tools
 
 log = logging.getLogger(__name__)
 
-BASE_TOOLS = ("sfdisk", "mkfs.ext4", "mmdebstrap")
+BASE_TOOLS = ("mmdebstrap",)
 
 
 def _scratch_dir(settings: EngineSettings, stack: ExitStack) -> Path:
@@ -42,9 +42,12 @@ def create_base(
     security_mirror: str | None,
     size_bytes: int,
     include: list[str],
+    layout: str = "gpt",
+    filesystem: str = "ext4",
 ) -> Image:
     require_root("aminate base create")
-    require_tools(BASE_TOOLS)
+    size_bytes = check_disk_size(size_bytes, layout, filesystem)
+    require_tools((*BASE_TOOLS, *required_tools(layout, filesystem)))
     cloud.check_name_available(name)
     with ExitStack() as stack:
         scratch = _scratch_dir(settings, stack)
@@ -57,12 +60,17 @@ def create_base(
                 hint="the Debian plugin knows bookworm, trixie, bullseye, buster, forky and sid",
             )
         disk = scratch / "disk.raw"
-        build_disk_image(tree, disk, size_bytes)
+        build_disk_image(tree, disk, size_bytes, layout=layout, filesystem=filesystem)
         image = cloud.import_image(
             name,
             disk,
             f"{suite} base, bootstrapped by aminator-ng",
-            {"suite": suite, "bootstrapped_by": f"aminator-ng {__version__}"},
+            {
+                "suite": suite,
+                "layout": layout,
+                "filesystem": filesystem,
+                "bootstrapped_by": f"aminator-ng {__version__}",
+            },
         )
     log.info("registered base image %s as %s", image.image_id, image.name)
     return image

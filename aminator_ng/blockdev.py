@@ -161,3 +161,12 @@ def detach_loop_device(device: Path, attempts: int = 10) -> None:
             if attempt == attempts:
                 raise CleanupError(f"cannot detach {device}: {exc.stderr_tail}") from exc
             time.sleep(0.1 * attempt)
+
+
+def backing_file(device: Path) -> Path | None:
+    """The file a loop device is attached to, or None when it is not attached (or no loop)."""
+    try:
+        text = Path(f"/sys/block/{device.name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None

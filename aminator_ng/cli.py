@@ -17,8 +17,9 @@ import click
 from click.core import ParameterSource
 
 from aminator_ng import __version__
-from aminator_ng.bake import Bake, new_bake_id
+from aminator_ng.bake import Bake, new_bake_id, release_preserved, require_root
 from aminator_ng.base import create_base
+from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import (
     BakeRequest,
     Declarations,
@@ -39,7 +40,9 @@ from aminator_ng.errors import (
     AminatorError,
     ConfigError,
     Interrupted,
+    NotFoundError,
 )
+from aminator_ng.model import Image
 from aminator_ng.output import (
     bake_text,
     config_text,
@@ -59,8 +62,6 @@ GLOBALS_KEY = "aminator_ng.globals"
 #: Global options that take a value, and flags; the dispatch rule skips over them.
 GLOBAL_VALUE_OPTIONS = ("--cloud", "--output", "-e", "--environment", "--config")
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
-#: Commands of later versions: a usage error now, never a package to bake.
-RESERVED_COMMANDS = ("cleanup",)
 #: A log record with this attribute set goes to the bake log only, not to stderr.
 LOG_FILE_ONLY = "aminator_file_only"
 
@@ -184,8 +185,6 @@ class AminateGroup(click.Group):
         index = _first_word(args)
         if index is not None:
             word = args[index]
-            if word in RESERVED_COMMANDS:
-                raise click.UsageError(f"'aminate {word}' is not available in this version", ctx)
             if word not in self.commands:
                 args.insert(index, "bake")
         return super().parse_args(ctx, args)
@@ -244,6 +243,21 @@ def cli() -> None:
     is_flag=True,
     help="Keep what a failed bake acquired, and print how to release it.",
 )
+@click.option(
+    "--repo",
+    "repos",
+    metavar="SPEC",
+    multiple=True,
+    help="Add a repository for this bake only: an apt one-line source "
+    "('deb [options] URI suite [component...]') or a directory of package files (repeatable).",
+)
+@click.option(
+    "--repo-key",
+    "repo_keys",
+    metavar="FILE",
+    multiple=True,
+    help="A key file (OpenPGP, armored or binary) that signs the --repo source lines (repeatable).",
+)
 @click.argument("packages", nargs=-1, metavar="PACKAGE...")
 @global_options
 @click.pass_context
@@ -256,6 +270,8 @@ def bake(
     suffix: str | None,
     tags: tuple[str, ...],
     preserve_on_error: bool,
+    repos: tuple[str, ...],
+    repo_keys: tuple[str, ...],
     packages: tuple[str, ...],
     **plugin_options: Any,
 ) -> None:
@@ -273,6 +289,8 @@ def bake(
         "suffix": suffix,
         "tags": dict(parse_tag(t) for t in tags) if tags else None,
         "preserve_on_error": True if preserve_on_error else None,
+        "repo": list(repos) if repos else None,
+        "repo_key": list(repo_keys) if repo_keys else None,
     }
     app = App(
         ctx,
@@ -291,6 +309,8 @@ def bake(
         suffix=effective["suffix"],
         tags=effective["tags"],
         preserve_on_error=effective["preserve_on_error"],
+        repositories=tuple(effective["repo"]),
+        repository_keys=tuple(Path(key) for key in effective["repo_key"]),
     )
     cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
     bake_id = new_bake_id()
@@ -411,9 +431,20 @@ def base() -> None:
 @click.option("--mirror", metavar="URL", help="Package mirror.")
 @click.option("--security-mirror", metavar="URL", help="Security updates mirror.")
 @click.option("--size", default="2G", show_default=True, help="Disk size.")
-@click.option("--layout", type=click.Choice(LAYOUTS), default="gpt", show_default=True)
 @click.option(
-    "--fs", "filesystem", type=click.Choice(FILESYSTEMS), default="ext4", show_default=True
+    "--layout",
+    type=click.Choice(LAYOUTS),
+    default="gpt",
+    show_default=True,
+    help="gpt: one root partition; whole: the filesystem on the whole disk.",
+)
+@click.option(
+    "--fs",
+    "filesystem",
+    type=click.Choice(FILESYSTEMS),
+    default="ext4",
+    show_default=True,
+    help="The root filesystem.",
 )
 @click.option("--include", metavar="PKG,...", default="", help="Extra packages to install.")
 @global_options
@@ -429,7 +460,7 @@ def base_create(
     filesystem: str,
     include: str,
 ) -> None:
-    """Bootstrap a minimal root of SUITE into a GPT, ext4 disk and register it as NAME."""
+    """Bootstrap a minimal root of SUITE into a disk image and register it as NAME."""
     app = App(ctx)
     size_bytes = parse_size(size)
     cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
@@ -443,6 +474,8 @@ def base_create(
         security_mirror=security_mirror,
         size_bytes=size_bytes,
         include=[p for p in include.split(",") if p],
+        layout=layout,
+        filesystem=filesystem,
     )
     app.emit(image.as_dict(), f"{image.image_id} {image.name}")
 
@@ -486,13 +519,78 @@ def images_list(ctx: click.Context) -> None:
 @global_options
 @click.pass_context
 def images_show(ctx: click.Context, image_id: str) -> None:
-    """Show one image: its attributes, tags and package count."""
+    """Show one image: attributes, tags, lineage, packages and size on disk."""
     app = App(ctx)
     cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
     image = cloud.get_image(image_id)
     manifest = cloud.image_manifest(image_id)
-    data = {**image.as_dict(), "manifest": [m.as_dict() for m in manifest]}
-    app.emit(data, image_text(image, manifest))
+    ancestors = lineage(cloud, image)
+    data = {
+        **image.as_dict(),
+        "lineage": ancestors,
+        "disk_usage_bytes": cloud.disk_usage(image),
+        "package_count": len(manifest),
+        "manifest": [m.as_dict() for m in manifest],
+    }
+    app.emit(data, image_text(image, manifest, ancestors, cloud.disk_usage(image)))
+
+
+def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:
+    """The image's ancestors, nearest first, up to a base with none (or one since removed)."""
+    chain: list[dict[str, str | None]] = []
+    seen = {image.image_id}
+    parent_id = image.base_image_id
+    while parent_id and parent_id not in seen:
+        seen.add(parent_id)
+        try:
+            parent = cloud.get_image(parent_id)
+        except NotFoundError:
+            chain.append({"image_id": parent_id, "name": None})
+            break
+        chain.append({"image_id": parent.image_id, "name": parent.name})
+        parent_id = parent.base_image_id
+    return chain
+
+
+@images.command("rm", context_settings={"help_option_names": ["--help"]})
+@click.argument("image_id", metavar="ID")
+@global_options
+@click.pass_context
+def images_rm(ctx: click.Context, image_id: str) -> None:
+    """Remove image ID and the data only it uses (refused while a bake uses it)."""
+    app = App(ctx)
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    freed = cloud.remove_image(image_id)
+    log.info("removed %s", image_id)
+    app.emit(
+        {"image_id": image_id, "freed_bytes": freed},
+        f"removed {image_id}, freed {freed / 2**20:.1f} MiB",
+    )
+
+
+@cli.command("cleanup", context_settings={"help_option_names": ["--help"]})
+@click.option(
+    "--preserved",
+    is_flag=True,
+    help="Release what failed bakes kept because of --preserve-on-error.",
+)
+@global_options
+@click.pass_context
+def cleanup(ctx: click.Context, preserved: bool) -> None:
+    """Release what --preserve-on-error kept: mounts, devices, volumes, snapshots."""
+    if not preserved:
+        raise click.UsageError(
+            "give --preserved (releasing what killed bakes left is not available yet)"
+        )
+    app = App(ctx)
+    require_root("aminate cleanup --preserved")
+    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    released = [
+        {"bake_id": bake_id, "released": release_preserved(cloud, app.settings, bake_id)}
+        for bake_id in cloud.preserved_bakes()
+    ]
+    lines = [f"{r['bake_id']}: {'; '.join(r['released']) or 'nothing left'}" for r in released]
+    app.emit({"bakes": released}, "\n".join(lines) or "no preserved bakes")
 
 
 @cli.command("export", context_settings={"help_option_names": ["--help"]})
@@ -670,6 +768,7 @@ def _report(
             click.echo(
                 f"  {resource.release}    # {resource.kind} {resource.resource_id}", err=True
             )
+        click.echo("or release all of them with: aminate cleanup --preserved", err=True)
     return code
 
 

@@ -88,6 +88,30 @@ class CloudBackend(abc.ABC):
         """Write an image's disk out as a raw file."""
         raise NotSupportedError(f"export is not supported on {self.name}")
 
+    def remove_image(self, image_id: str) -> int:
+        """Deregister an image and delete the data only it uses; return the bytes freed.
+
+        Raise ConflictError while a running bake uses it.
+        """
+        raise NotSupportedError(f"removing images is not supported on {self.name}")
+
+    def disk_usage(self, image: Image) -> int | None:
+        """The bytes an image's data takes in the backend's storage, if it can tell."""
+        return None
+
+    def mark_preserved(self, bake_id: str) -> None:
+        """Remember that a failed bake kept its resources (``--preserve-on-error``)."""
+        return None
+
+    def preserved_bakes(self) -> list[str]:
+        """The bakes whose kept resources ``aminate cleanup --preserved`` should release."""
+        return []
+
+    def release_preserved(self, bake_id: str) -> list[str]:
+        """Release what a preserved bake kept in the backend (devices, volumes, snapshots),
+        after the engine has unmounted it; return a line for each thing released."""
+        raise NotSupportedError(f"cleanup --preserved is not supported on {self.name}")
+
     def release_command(self, kind: str, resource_id: str) -> str:
         """How an operator releases a resource a failed bake kept (``--preserve-on-error``)."""
         return f"release {kind} {resource_id} by hand"

@@ -157,6 +157,13 @@ BAKE_SETTINGS = (
     Setting("suffix", str, None, "the name suffix (-s)"),
     Setting("tags", dict, {}, "extra tags, merged over every layer (--tag)"),
     Setting("preserve_on_error", bool, False, "keep what a failed bake acquired"),
+    Setting(
+        "repo",
+        list,
+        (),
+        "repositories for the bake: apt one-line sources or directories of packages (--repo)",
+    ),
+    Setting("repo_key", list, (), "key files that sign the --repo source lines (--repo-key)"),
 )
 #: The command-line option of each ``[bake]`` setting, where it is not ``--name-with-hyphens``.
 BAKE_OPTIONS = {"base_ami": "-b/-B", "tags": "--tag"}
@@ -589,3 +596,7 @@ class BakeRequest:
     suffix: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     preserve_on_error: bool = False
+    #: ``--repo`` specs as given: apt one-line sources, or host directories of package files.
+    repositories: tuple[str, ...] = ()
+    #: ``--repo-key`` files, which sign the source lines of ``repositories``.
+    repository_keys: tuple[Path, ...] = ()

@@ -86,3 +86,17 @@ def mounted(
         yield target
     finally:
         unmount(target)
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Every mount point at or below ``path``, the most recently mounted first (the order to
+    unmount them in), from the kernel's mount table."""
+    found: list[Path] = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+        point = line.split()[4]
+        for escaped, plain in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+            point = point.replace(escaped, plain)
+        if _is_under(point, path):
+            found.append(Path(point))
+    return found[::-1]

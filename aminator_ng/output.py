@@ -66,12 +66,23 @@ def images_text(images: Sequence[Image]) -> str:
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows)
 
 
-def image_text(image: Image, manifest: Sequence[ManifestEntry]) -> str:
+def image_text(
+    image: Image,
+    manifest: Sequence[ManifestEntry],
+    lineage: Sequence[Mapping[str, str | None]] = (),
+    disk_usage: int | None = None,
+) -> str:
     data = image.as_dict()
     lines = [f"{key}: {value}" for key, value in data.items() if key != "tags"]
+    if disk_usage is not None:
+        lines.append(f"on disk: {disk_usage / 2**20:.1f} MiB")
+    chain = [image.name] + [f"{a['name'] or '(removed)'} ({a['image_id']})" for a in lineage]
+    lines.append(f"lineage: {' <- '.join(chain)}")
     lines.append("tags:")
     lines += [f"  {key}: {value}" for key, value in sorted(image.tags.items())]
-    lines.append(f"packages: {len(manifest)} installed")
+    names = ", ".join(f"{m.name} {m.version}" for m in manifest[:5])
+    more = f", ... ({len(manifest) - 5} more)" if len(manifest) > 5 else ""
+    lines.append(f"packages: {len(manifest)} installed" + (f": {names}{more}" if names else ""))
     return "\n".join(lines)
 
 

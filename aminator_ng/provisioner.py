@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import ClassVar
 
 from aminator_ng.chroot import Chroot
-from aminator_ng.model import ManifestEntry, PackageInfo, PackageRequest
+from aminator_ng.errors import RequestError
+from aminator_ng.model import ManifestEntry, PackageInfo, PackageRequest, Repository
 
 
 class Provisioner(abc.ABC):
@@ -19,6 +22,24 @@ class Provisioner(abc.ABC):
     def required_tools(self) -> list[str]:
         """Host tools this provisioner runs, checked before a bake acquires anything."""
         return []
+
+    def added_repositories(
+        self, chroot: Chroot, repositories: Sequence[Repository]
+    ) -> AbstractContextManager[None]:
+        """The bake's ``--repo`` repositories known to the package manager for the context, and
+        every trace of them (sources, keys, indexes, package lists) gone from the image after it.
+
+        Entered in chroot setup, only when the bake has repositories, before ``install``; left
+        in chroot teardown. A directory repository is bind-mounted read-only at ``mounted_at``
+        by the engine, which removes the directories it made once the context is left. The
+        default refuses repositories, so that a provisioner without support says so.
+        """
+        if repositories:
+            raise RequestError(
+                f"provisioner {self.name} cannot add repositories",
+                hint="leave out --repo (and repo in [bake]), or use a provisioner that can",
+            )
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:

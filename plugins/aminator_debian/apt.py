@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from aminator_debian.repository import has_added_repositories, update_failure, written_sources
 from aminator_debian.version import package_info
 from aminator_ng.api import (
     BakeError,
@@ -18,6 +22,7 @@ from aminator_ng.api import (
     PackageInfo,
     PackageRequest,
     Provisioner,
+    Repository,
     RequestError,
 )
 
@@ -31,6 +36,9 @@ APT_OPTIONS = [
     "-o",
     "Dpkg::Options::=--force-confold",
 ]
+#: With repositories added, one that cannot be fetched fails the update instead of a warning
+#: (``--error-on=any``, written as the option that apt older than 1.9.11 ignores).
+STRICT_UPDATE = ["-o", "APT::Update::Error-Mode=any"]
 #: Where package files are copied inside the image for the install, then removed.
 STAGING_DIR = "/var/cache/aminator-ng/packages"
 MANIFEST_FORMAT = (
@@ -48,6 +56,7 @@ MANIFEST_FORMAT = (
 )
 _UNLOCATABLE = re.compile(r"E: Unable to locate package (\S+)")
 _NO_CANDIDATE = re.compile(r"E: Package '([^']+)' has no installation candidate")
+_NO_VERSION = re.compile(r"E: Version '([^']+)' for '([^']+)' was not found")
 _DPKG_FAILED = re.compile(r"dpkg: error processing (?:package|archive) (\S+) \(")
 _SCRIPT_FAILED = re.compile(
     r"(?:installed|new) \S+ package ((?:pre|post)-(?:installation|removal) script)"
@@ -79,6 +88,47 @@ def staged_files(chroot: Chroot, packages: Sequence[PackageRequest]) -> Iterator
             shutil.rmtree(staging.parent, ignore_errors=True)
 
 
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+@contextlib.contextmanager
+def lists_cleaned(apt: Chroot) -> Iterator[None]:
+    """On leaving, no package cache or lists in the image. The directories the lists directory
+    held on entering (partial/) are emptied and get their owner and mode back (apt hands them
+    to _apt); everything else in it but the lock goes."""
+    lists = apt.path("/var/lib/apt/lists")
+    kept = {entry.name: entry.lstat() for entry in _entries(lists) if _is_real_dir(entry)}
+    try:
+        yield
+    finally:
+        apt.run(["apt-get", "clean"], check=False)
+        for entry in _entries(lists):
+            before = kept.get(entry.name)
+            if entry.name == "lock":
+                continue
+            if before is None or not _is_real_dir(entry):
+                _remove_entry(entry)
+                continue
+            for leftover in entry.iterdir():
+                _remove_entry(leftover)
+            os.chown(entry, before.st_uid, before.st_gid, follow_symlinks=False)
+            entry.chmod(stat.S_IMODE(before.st_mode))
+
+
+def _entries(directory: Path) -> list[Path]:
+    return list(directory.iterdir()) if _is_real_dir(directory) else []
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a file, symlink or directory tree in the image; a symlink is never followed (the
+    lists of a file: repository are symlinks to paths inside the image, not on the host)."""
+    if _is_real_dir(path):
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _has_package_lists(chroot: Chroot) -> bool:
     lists = chroot.path("/var/lib/apt/lists")
     return lists.is_dir() and any(lists.glob("*_Packages*"))
@@ -86,6 +136,13 @@ def _has_package_lists(chroot: Chroot) -> bool:
 
 def _unresolvable(error: CommandError, names: Sequence[str]) -> RequestError:
     text = error.stderr_tail
+    version = _NO_VERSION.search(text)
+    if version:
+        return RequestError(
+            f"version {version.group(1)} of package {version.group(2)} not found in the "
+            "image's repositories",
+            hint="check the version (apt-cache policy NAME lists them), or add a repository",
+        )
     for pattern in (_UNLOCATABLE, _NO_CANDIDATE):
         match = pattern.search(text)
         if match:
@@ -138,13 +195,8 @@ class AptProvisioner(Provisioner):
             "-o",
             f"APT::Install-Recommends={'true' if self.install_recommends else 'false'}",
         ]
-        try:
-            if not _has_package_lists(chroot):
-                apt.run(
-                    ["apt-get", "update"],
-                    what="apt-get update in the image",
-                    hint="the image's apt sources must be reachable from this host",
-                )
+        with lists_cleaned(apt):
+            self._update(apt)
             with staged_files(chroot, packages) as files:
                 targets = files + [p.spec for p in packages if not p.is_file]
                 try:
@@ -157,20 +209,34 @@ class AptProvisioner(Provisioner):
                 result = apt.run(["apt-get", "install", *options, *targets], check=False)
                 if result.returncode != 0:
                     raise _install_failure(result, names)
-        finally:
-            self._clean(apt)
 
-    def _clean(self, apt: Chroot) -> None:
-        """Leave no package cache or lists in the image."""
-        apt.run(["apt-get", "clean"], check=False)
-        lists = apt.path("/var/lib/apt/lists")
-        if lists.is_dir():
-            for entry in lists.iterdir():
-                if entry.is_file() and entry.name != "lock":
-                    entry.unlink()
-                elif entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                    entry.mkdir(mode=0o700)
+    @contextlib.contextmanager
+    def added_repositories(
+        self, chroot: Chroot, repositories: Sequence[Repository]
+    ) -> Iterator[None]:
+        apt = self._apt(chroot)
+        # Left last: no package lists from the repositories stay, even when install never ran.
+        with lists_cleaned(apt), written_sources(apt, repositories):
+            yield
+
+    def _update(self, apt: Chroot) -> None:
+        """Fetch the package lists when the image has none, or repositories were added."""
+        added = has_added_repositories(apt)
+        if not added and _has_package_lists(apt):
+            return
+        try:
+            apt.run(
+                ["apt-get", "update", *(STRICT_UPDATE if added else [])],
+                what="apt-get update in the image",
+                hint="the image's apt sources must be reachable from this host",
+            )
+        except CommandError as exc:
+            if not added:
+                raise
+            failure = update_failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:
         result = chroot.run(

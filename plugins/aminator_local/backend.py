@@ -20,6 +20,8 @@ from aminator_ng.api import (
     RequestError,
     Snapshot,
     Volume,
+    backing_file,
+    detach_loop_device,
     loop_device,
     probe,
 )
@@ -71,7 +73,7 @@ class LocalCloud(CloudBackend):
     @contextlib.contextmanager
     def snapshot(self, volume: Volume, bake_id: str, description: str) -> Iterator[Snapshot]:
         path = self.store.volume_path(volume.volume_id)
-        snapshot_id = self.store.add_snapshot_from(path, volume.volume_id)
+        snapshot_id = self.store.add_snapshot_from(path, volume.volume_id, bake_id)
         try:
             yield Snapshot(snapshot_id, volume.volume_id, self.store.snapshot_size(snapshot_id))
         except BaseException:
@@ -144,6 +146,34 @@ class LocalCloud(CloudBackend):
         if not destination.parent.is_dir():
             raise NotFoundError(f"directory not found: {destination.parent}")
         clone_file(self.store.snapshot_path(image.snapshot_id), destination)
+
+    def remove_image(self, image_id: str) -> int:
+        return self.store.remove_image(image_id)
+
+    def disk_usage(self, image: Image) -> int | None:
+        return self.store.disk_usage(image.snapshot_id)
+
+    def mark_preserved(self, bake_id: str) -> None:
+        self.store.mark_preserved(bake_id)
+
+    def preserved_bakes(self) -> list[str]:
+        return self.store.preserved_bakes()
+
+    def release_preserved(self, bake_id: str) -> list[str]:
+        released: list[str] = []
+        for volume in self.store.volumes():
+            if volume.bake_id != bake_id:
+                continue
+            if volume.device and backing_file(Path(volume.device)) == volume.path:
+                detach_loop_device(Path(volume.device))
+                released.append(f"detached {volume.device}")
+            self.store.delete_volume(volume.volume_id)
+            released.append(f"deleted volume {volume.volume_id}")
+        for snapshot_id in self.store.orphan_snapshots(bake_id):
+            self.store.delete_snapshot(snapshot_id)
+            released.append(f"deleted snapshot {snapshot_id}")
+        self.store.forget_preserved(bake_id)
+        return released
 
     def release_command(self, kind: str, resource_id: str) -> str:
         if kind == "device":

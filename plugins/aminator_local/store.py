@@ -64,7 +64,17 @@ CREATE TABLE IF NOT EXISTS volumes (
     device TEXT,
     created TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS preserved_bakes (
+    bake_id TEXT PRIMARY KEY,
+    created TEXT NOT NULL
+);
 """
+#: Columns added after the first release, with the schema version that added them.
+MIGRATIONS = (
+    (1, "ALTER TABLE volumes ADD COLUMN owner TEXT"),
+    (1, "ALTER TABLE snapshots ADD COLUMN bake_id TEXT"),
+)
+SCHEMA_VERSION = 1
 
 
 def new_id(prefix: str) -> str:
@@ -100,6 +110,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def process_identity(pid: int) -> str | None:
+    """``PID:START`` of a live process (its start time tells a reused pid apart), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the start time is field 22.
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the bake process that wrote ``owner`` still runs."""
+    if not owner:
+        return False
+    pid = owner.split(":", 1)[0]
+    return pid.isdigit() and process_identity(int(pid)) == owner
+
+
 @dataclass(frozen=True)
 class VolumeRecord:
     volume_id: str
@@ -108,6 +136,7 @@ class VolumeRecord:
     state: str
     device: str | None
     path: Path
+    owner: str | None = None
 
 
 class Store:
@@ -138,6 +167,11 @@ class Store:
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(SCHEMA)
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for added_in, statement in MIGRATIONS:
+                    if version < added_in:
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._ready = True
 
     @contextlib.contextmanager
@@ -179,7 +213,9 @@ class Store:
 
     # Snapshots
 
-    def add_snapshot_from(self, source: Path, volume_id: str | None) -> str:
+    def add_snapshot_from(
+        self, source: Path, volume_id: str | None, bake_id: str | None = None
+    ) -> str:
         """Copy ``source`` into a new snapshot; the row appears only once the data is complete."""
         self._prepare()
         snapshot_id = new_id("snap")
@@ -188,9 +224,15 @@ class Store:
         try:
             with self.transaction() as db:
                 db.execute(
-                    "INSERT INTO snapshots (id, volume_id, size_bytes, created)"
-                    " VALUES (?, ?, ?, ?)",
-                    (snapshot_id, volume_id, path.stat().st_size, utc_now().isoformat()),
+                    "INSERT INTO snapshots (id, volume_id, size_bytes, created, bake_id)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        snapshot_id,
+                        volume_id,
+                        path.stat().st_size,
+                        utc_now().isoformat(),
+                        bake_id,
+                    ),
                 )
         except BaseException:
             path.unlink(missing_ok=True)
@@ -214,24 +256,33 @@ class Store:
     # Volumes
 
     def create_volume(self, snapshot_id: str, bake_id: str) -> VolumeRecord:
+        """A volume file cloned from a snapshot. Its row is written once the file is complete,
+        so a bake killed while cloning leaves at most a stray file, never a row without data.
+        The snapshot is share-locked while it is read: ``remove_image`` waits for no one."""
+        self._prepare()
         volume_id = new_id("vol")
         path = self.volume_path(volume_id)
         source = self.snapshot_path(snapshot_id)
-        if not source.is_file():
-            raise CloudError(f"the data of snapshot {snapshot_id} is missing: {source}")
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO volumes (id, snapshot_id, bake_id, state, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (volume_id, snapshot_id, bake_id, "creating", utc_now().isoformat()),
-            )
         try:
-            clone_file(source, path)
+            with source.open("rb") as snapshot:
+                fcntl.flock(snapshot, fcntl.LOCK_SH)
+                clone_file(source, path)
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                f"the data of snapshot {snapshot_id} is gone (its image was removed?)"
+            ) from exc
+        owner = process_identity(os.getpid())
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO volumes (id, snapshot_id, bake_id, state, created, owner)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (volume_id, snapshot_id, bake_id, "available", utc_now().isoformat(), owner),
+                )
         except BaseException:
-            self.delete_volume(volume_id)
+            path.unlink(missing_ok=True)
             raise
-        self.set_volume_state(volume_id, "available")
-        return VolumeRecord(volume_id, snapshot_id, bake_id, "available", None, path)
+        return VolumeRecord(volume_id, snapshot_id, bake_id, "available", None, path, owner)
 
     def set_volume_state(self, volume_id: str, state: str, device: str | None = None) -> None:
         with self.transaction() as db:
@@ -240,9 +291,10 @@ class Store:
             )
 
     def delete_volume(self, volume_id: str) -> None:
-        self.volume_path(volume_id).unlink(missing_ok=True)
+        # The row goes first: a bake killed in between leaves a stray file, not a stray row.
         with self.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
+        self.volume_path(volume_id).unlink(missing_ok=True)
 
     def volumes(self) -> list[VolumeRecord]:
         with self.reading() as db:
@@ -255,6 +307,7 @@ class Store:
                 r["state"],
                 r["device"],
                 self.volume_path(r["id"]),
+                r["owner"],
             )
             for r in rows
         ]
@@ -369,3 +422,82 @@ class Store:
         if row is None:
             raise NotFoundError(f"image not found: {image_id}")
         return [ManifestEntry(**entry) for entry in json.loads(row["manifest"])]
+
+    # Housekeeping
+
+    def remove_image(self, image_id: str) -> int:
+        """Deregister an image and delete its snapshot unless another image uses it too.
+
+        Refused (ConflictError) while a running bake uses the image as its base. Returns the
+        bytes freed on disk.
+        """
+        image = self.image(image_id)
+        path = self.snapshot_path(image.snapshot_id)
+        with contextlib.ExitStack() as stack:
+            if path.is_file():
+                snapshot = stack.enter_context(path.open("rb"))
+                try:
+                    fcntl.flock(snapshot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError as exc:
+                    raise ConflictError(
+                        f"image {image_id} is being copied for a bake right now",
+                        hint="remove it once that bake has its volume",
+                    ) from exc
+            with self.transaction() as db:
+                users = [
+                    row["bake_id"]
+                    for row in db.execute(
+                        "SELECT bake_id, owner FROM volumes WHERE snapshot_id = ?",
+                        (image.snapshot_id,),
+                    )
+                    if owner_alive(row["owner"])
+                ]
+                if users:
+                    raise ConflictError(
+                        f"image {image_id} is the base of a running bake ({', '.join(users)})",
+                        hint="remove it when the bake has ended",
+                    )
+                db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+                shared = db.execute(
+                    "SELECT 1 FROM images WHERE snapshot_id = ?", (image.snapshot_id,)
+                ).fetchone()
+                if shared is None:
+                    db.execute("DELETE FROM snapshots WHERE id = ?", (image.snapshot_id,))
+            if shared is not None or not path.is_file():
+                return 0
+            freed = path.stat().st_blocks * 512
+            path.unlink()
+        return freed
+
+    def disk_usage(self, snapshot_id: str) -> int:
+        """Bytes a snapshot's file takes on disk (it is sparse; reflinked extents count fully)."""
+        try:
+            return self.snapshot_path(snapshot_id).stat().st_blocks * 512
+        except FileNotFoundError:
+            return 0
+
+    def mark_preserved(self, bake_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO preserved_bakes (bake_id, created) VALUES (?, ?)",
+                (bake_id, utc_now().isoformat()),
+            )
+
+    def preserved_bakes(self) -> list[str]:
+        with self.reading() as db:
+            rows = db.execute("SELECT bake_id FROM preserved_bakes ORDER BY created").fetchall()
+        return [row["bake_id"] for row in rows]
+
+    def orphan_snapshots(self, bake_id: str) -> list[str]:
+        """Snapshots a bake made that no image uses."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT id FROM snapshots WHERE bake_id = ?"
+                " AND id NOT IN (SELECT snapshot_id FROM images)",
+                (bake_id,),
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def forget_preserved(self, bake_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM preserved_bakes WHERE bake_id = ?", (bake_id,))

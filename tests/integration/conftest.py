@@ -130,6 +130,9 @@ class Workspace:
                 if p.stem not in snapshots_in_use
             ),
             "work dirs": sorted(p.name for p in (self.home / "work").glob("*")),
+            "preserved bakes": [
+                row[0] for row in self._rows("SELECT bake_id FROM preserved_bakes")
+            ],
         }
 
     def forget_volumes(self) -> None:
@@ -196,6 +199,8 @@ def mounted_image(raw: Path, mount_point: Path, *, read_only: bool = True) -> It
         parts = stack.enter_context(partition_nodes(device))
         root_fs = find_root_filesystem(device, parts)
         options = ["ro"] if read_only else []
+        if root_fs.fstype == "xfs":
+            options.append("nouuid")  # a copy of an image mounted beside it has its uuid
         stack.enter_context(
             mounted(root_fs.device, mount_point, fstype=root_fs.fstype, options=options)
         )

@@ -243,11 +243,6 @@ def test_two_bases_are_a_usage_error(aminate: Aminate) -> None:
     assert_request_error(aminate("-b", "x", "-B", "img-1", "./hello.deb"), "-B")
 
 
-@pytest.mark.parametrize("command", ["cleanup"])
-def test_later_commands_are_not_available(aminate: Aminate, command: str) -> None:
-    assert_request_error(aminate(command), command, "not available")
-
-
 def test_bad_tag_is_a_request_error(aminate: Aminate) -> None:
     assert_request_error(aminate("-b", "x", "--tag", "no-equals-sign", "./h.deb"), "--tag")
 
@@ -363,3 +358,11 @@ def test_a_reader_that_goes_away_is_not_an_internal_error(workspace: Workspace) 
     assert "internal error" not in completed.stderr
     assert "Traceback" not in completed.stderr
     assert "Exception ignored" not in completed.stderr
+
+
+def test_cleanup_needs_preserved(aminate: Aminate) -> None:
+    assert_request_error(aminate("cleanup"), "--preserved")
+
+
+def test_images_rm_of_an_unknown_id_is_a_request_error(aminate: Aminate) -> None:
+    assert_request_error(aminate("images", "rm", "img-000000000000"), "img-000000000000")

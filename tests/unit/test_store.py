@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -167,3 +168,81 @@ def test_concurrent_first_use_of_a_new_store(tmp_path: Path) -> None:
     for process in processes:
         process.join()
     assert errors == []
+
+
+# Housekeeping
+
+
+def test_remove_image_frees_its_snapshot(store: Store, disk: Path) -> None:
+    image_id = register(store, disk, "one")
+    snapshot = store.snapshot_path(store.image(image_id).snapshot_id)
+    on_disk = snapshot.stat().st_blocks * 512
+    assert store.remove_image(image_id) == on_disk
+    assert not snapshot.exists()
+    assert store.images() == []
+    with pytest.raises(NotFoundError):
+        store.remove_image(image_id)
+
+
+def test_a_snapshot_two_images_share_stays_until_the_last_goes(store: Store, disk: Path) -> None:
+    first = register(store, disk, "first")
+    snapshot_id = store.image(first).snapshot_id
+    second = store.register_image(
+        name="second",
+        snapshot_id=snapshot_id,
+        description="",
+        tags={},
+        manifest=[],
+        base_image_id=first,
+    )
+    assert store.remove_image(first) == 0
+    assert store.snapshot_path(snapshot_id).is_file()
+    assert store.remove_image(second) > 0
+    assert not store.snapshot_path(snapshot_id).exists()
+
+
+def test_removing_the_base_of_a_live_bake_is_refused(store: Store, disk: Path) -> None:
+    base = register(store, disk, "base")
+    volume = store.create_volume(store.image(base).snapshot_id, "bake-1")  # owned by this process
+    with pytest.raises(ConflictError, match="running bake"):
+        store.remove_image(base)
+    store.delete_volume(volume.volume_id)
+    assert store.remove_image(base) > 0
+
+
+def test_a_volume_of_a_dead_bake_does_not_block_removal(
+    store: Store, disk: Path, tmp_path: Path
+) -> None:
+    base = register(store, disk, "base")
+    volume = store.create_volume(store.image(base).snapshot_id, "bake-1")
+    with sqlite3.connect(tmp_path / "home" / "store.sqlite3") as db:
+        db.execute("UPDATE volumes SET owner = '999999999:1' WHERE id = ?", (volume.volume_id,))
+    assert store.remove_image(base) > 0
+
+
+def test_a_volume_row_is_written_only_with_its_file(store: Store, disk: Path) -> None:
+    base = register(store, disk, "base")
+    volume = store.create_volume(store.image(base).snapshot_id, "bake-1")
+    assert volume.path.is_file()
+    assert [v.volume_id for v in store.volumes()] == [volume.volume_id]
+    assert volume.owner is not None and volume.owner.startswith(f"{os.getpid()}:")
+    store.delete_volume(volume.volume_id)
+    assert store.volumes() == [] and not volume.path.exists()
+
+
+def test_a_store_of_the_first_schema_is_migrated(tmp_path: Path, disk: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with sqlite3.connect(home / "store.sqlite3") as db:
+        db.executescript(
+            "CREATE TABLE snapshots (id TEXT PRIMARY KEY, volume_id TEXT,"
+            " size_bytes INTEGER NOT NULL, created TEXT NOT NULL);"
+            "CREATE TABLE volumes (id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL,"
+            " bake_id TEXT NOT NULL, state TEXT NOT NULL, device TEXT, created TEXT NOT NULL);"
+        )
+    store = Store(home)
+    base = register(store, disk, "base")
+    volume = store.create_volume(store.image(base).snapshot_id, "bake-1")
+    assert store.volumes()[0].owner == volume.owner
+    store.mark_preserved("bake-1")
+    assert store.preserved_bakes() == ["bake-1"]
