@@ -16,7 +16,7 @@ from aminator_ng.blockdev import (
     partition_nodes,
     probe,
 )
-from aminator_ng.chroot import Chroot, replaced_file, resolve_in_root
+from aminator_ng.chroot import Chroot, created_directories, replaced_file, resolve_in_root
 from aminator_ng.cloud import CloudBackend, NotSupportedError
 from aminator_ng.config import EngineSettings, Setting
 from aminator_ng.errors import (
@@ -84,6 +84,7 @@ __all__ = [
     "SourceLine",
     "Volume",
     "backing_file",
+    "created_directories",
     "detach_loop_device",
     "find_root_filesystem",
     "find_tool",

@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from aminator_ng.chroot import (
 )
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings
-from aminator_ng.errors import BakeError, CleanupError, HostError, NotFoundError, RequestError
+from aminator_ng.errors import BakeError, HostError, NotFoundError, RequestError
 from aminator_ng.model import (
     BakeFacts,
     Distro,
@@ -43,13 +43,13 @@ from aminator_ng.model import (
     PackageInfo,
     PackageRequest,
     Repository,
-    SourceLine,
 )
 from aminator_ng.mount import mounted, mounts_under, unmount
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
+from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
 from aminator_ng.run import require_tools, run
 from aminator_ng.steps import Steps
 
@@ -65,16 +65,6 @@ PACKAGE_NAME_HINT = (
     "a name is letters, digits and + . _ -; pin an exact version with NAME=VERSION "
     "(hello=1.0-1, or with an epoch hello=1:1.0-1)"
 )
-PACKAGE_FILE_SUFFIXES = (".deb", ".rpm")
-REPOSITORY_HINT = (
-    "--repo takes an apt one-line source, 'deb [options] URI suite [component...]', "
-    "or a directory of package files"
-)
-#: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth.
-REPOSITORY_MOUNTS = "/var/cache/aminator-ng/repos"
-#: Nothing in a repository directory is changed or run from inside the image.
-REPOSITORY_MOUNT_OPTIONS = ("ro", "nosuid", "nodev", "noexec")
-_ARMORED_KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 
 
 def new_bake_id() -> str:
@@ -165,113 +155,6 @@ def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageReq
                 f"not a package name or NAME=VERSION: {spec!r}", hint=PACKAGE_NAME_HINT
             )
     return requests
-
-
-def read_repository_key(path: Path) -> Path:
-    """A ``--repo-key`` file, checked to be an OpenPGP public key (armored or binary)."""
-    if not path.is_file():
-        raise NotFoundError(f"repository key not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RequestError(f"cannot read repository key {path}: {exc.strerror}") from exc
-    armored = data.lstrip().startswith(_ARMORED_KEY)
-    # A binary OpenPGP packet's first byte has its high bit set.
-    if not armored and not (data and data[0] & 0x80):
-        raise RequestError(
-            f"not an OpenPGP public key: {path}",
-            hint="export it with 'gpg --export KEYID' or 'gpg --armor --export KEYID'",
-        )
-    return path.resolve()
-
-
-def _holds_package_files(directory: Path) -> bool:
-    return any(p.suffix in PACKAGE_FILE_SUFFIXES for p in directory.rglob("*"))
-
-
-def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repository, ...]:
-    """Check every ``--repo`` and ``--repo-key`` before anything is acquired.
-
-    An existing directory is a directory repository; anything else must be an apt one-line
-    source. The keys sign every source line that does not name its own ``signed-by``.
-    """
-    key_files = tuple(read_repository_key(key) for key in keys)
-    repositories: list[Repository] = []
-    for spec in specs:
-        text = spec.strip()
-        directory = Path(text)
-        if text and directory.is_dir():
-            if not _holds_package_files(directory):
-                raise RequestError(f"repository directory holds no package files: {spec}")
-            repositories.append(Repository(spec, directory=directory.resolve()))
-        elif text.split(maxsplit=1)[:1] in (["deb"], ["deb-src"]):
-            try:
-                source = SourceLine.parse(text)
-            except ValueError as exc:
-                raise RequestError(f"bad --repo {spec!r}: {exc}", hint=REPOSITORY_HINT) from exc
-            signing = () if "signed-by" in source.option_names() else key_files
-            repositories.append(Repository(spec, source=source, keys=signing))
-        elif not text or any(c.isspace() for c in text):
-            raise RequestError(
-                f"bad --repo {spec!r}: neither a source line nor a directory",
-                hint=REPOSITORY_HINT,
-            )
-        else:
-            raise NotFoundError(f"repository directory not found: {spec}", hint=REPOSITORY_HINT)
-    if key_files and not any(r.keys for r in repositories):
-        raise RequestError(
-            "--repo-key signs --repo source lines, and there is none without its own signed-by",
-            hint="give the repository as --repo 'deb URI suite component', with its key",
-        )
-    return tuple(repositories)
-
-
-@contextlib.contextmanager
-def created_directories(chroot: Chroot, inside: str) -> Iterator[Path]:
-    """A directory inside the image, with whatever parents it lacks; the ones made here are
-    removed again on leaving, and must be empty by then."""
-    path = chroot.path(inside)
-    missing: list[Path] = []
-    current = path
-    while not current.exists() and current != chroot.root:
-        missing.append(current)
-        current = current.parent
-    try:
-        for directory in reversed(missing):
-            directory.mkdir(mode=0o755)
-        yield path
-    finally:
-        for directory in missing:
-            try:
-                directory.rmdir()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise CleanupError(
-                    f"cannot remove {directory} from the image: {exc.strerror}"
-                ) from exc
-
-
-@contextlib.contextmanager
-def mounted_repositories(
-    chroot: Chroot, repositories: Sequence[Repository]
-) -> Iterator[tuple[Repository, ...]]:
-    """The directory repositories bind-mounted read-only into the image (``mounted_at`` set),
-    unmounted and their mount points removed on leaving; source lines pass through."""
-    with ExitStack() as stack:
-        placed: list[Repository] = []
-        for index, repository in enumerate(repositories):
-            if repository.directory is None:
-                placed.append(repository)
-                continue
-            inside = f"{REPOSITORY_MOUNTS}/{index}/pool"
-            target = stack.enter_context(created_directories(chroot, inside))
-            stack.enter_context(
-                mounted(repository.directory, target, bind=True, options=REPOSITORY_MOUNT_OPTIONS)
-            )
-            log.info("repository %s mounted read-only at %s", repository.directory, inside)
-            placed.append(replace(repository, mounted_at=inside))
-        yield tuple(placed)
 
 
 class Bake:

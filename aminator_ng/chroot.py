@@ -250,3 +250,29 @@ def host_resolv_conf() -> bytes:
         return Path("/etc/resolv.conf").read_bytes()
     except OSError:
         return b""
+
+
+@contextlib.contextmanager
+def created_directories(chroot: Chroot, inside: str) -> Iterator[Path]:
+    """A directory inside the image, with whatever parents it lacks; the ones made here are
+    removed again on leaving, and must be empty by then."""
+    path = chroot.path(inside)
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != chroot.root:
+        missing.append(current)
+        current = current.parent
+    try:
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o755)
+        yield path
+    finally:
+        for directory in missing:
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CleanupError(
+                    f"cannot remove {directory} from the image: {exc.strerror}"
+                ) from exc

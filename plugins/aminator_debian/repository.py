@@ -18,10 +18,10 @@ from pathlib import Path, PurePosixPath
 from aminator_ng.api import (
     BakeError,
     Chroot,
-    CleanupError,
     CommandError,
     Repository,
     RequestError,
+    created_directories,
     find_tool,
     replaced_file,
     run,
@@ -67,23 +67,6 @@ def update_failure(error: CommandError) -> Exception:
 
 
 @contextlib.contextmanager
-def created_directory(chroot: Chroot, inside: str) -> Iterator[Path]:
-    """A directory inside the image, made if it is missing and then removed again."""
-    path = chroot.path(inside)
-    if path.is_dir():
-        yield path
-        return
-    path.mkdir(mode=0o755)
-    try:
-        yield path
-    finally:
-        try:
-            path.rmdir()
-        except OSError as exc:
-            raise CleanupError(f"cannot remove {inside} from the image: {exc.strerror}") from exc
-
-
-@contextlib.contextmanager
 def flat_index(chroot: Chroot, repository: Repository) -> Iterator[str]:
     """An index of a mounted directory repository, next to its pool; yields its source line."""
     if repository.mounted_at is None:
@@ -126,7 +109,7 @@ def written_sources(chroot: Chroot, repositories: Sequence[Repository]) -> Itera
             source = repository.source
             if repository.keys:
                 if not keyrings:
-                    stack.enter_context(created_directory(chroot, KEYRING_DIR))
+                    stack.enter_context(created_directories(chroot, KEYRING_DIR))
                 for key in repository.keys:
                     if key not in keyrings:
                         name = f"aminator-ng-{len(keyrings)}"

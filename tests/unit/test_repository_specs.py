@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 
 from aminator_debian.repository import SOURCES_FILE, update_failure, written_sources
-from aminator_ng.bake import created_directories, read_package_requests, read_repositories
-from aminator_ng.chroot import Chroot
+from aminator_ng.bake import read_package_requests
+from aminator_ng.chroot import Chroot, created_directories
 from aminator_ng.errors import CleanupError, CommandError, NotFoundError, RequestError
 from aminator_ng.model import (
     ManifestEntry,
@@ -29,6 +29,7 @@ from aminator_ng.model import (
 )
 from aminator_ng.plugin_manager import Hooks
 from aminator_ng.provisioner import Provisioner
+from aminator_ng.repositories import read_repositories
 
 ARMORED_KEY = (
     b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----\n"
