@@ -18,7 +18,7 @@ from aminator_ng.blockdev import (
 )
 from aminator_ng.chroot import Chroot, created_directories, replaced_file, resolve_in_root
 from aminator_ng.cloud import CloudBackend, NotSupportedError
-from aminator_ng.config import EngineSettings, Setting
+from aminator_ng.config import BakeRequest, EngineSettings, Setting
 from aminator_ng.errors import (
     AminatorError,
     BakeError,
@@ -56,6 +56,7 @@ __all__ = [
     "AminatorError",
     "BakeError",
     "BakeFacts",
+    "BakeRequest",
     "BakeTimeoutError",
     "Chroot",
     "CleanupError",

@@ -221,6 +221,7 @@ class Bake:
             repositories = read_repositories(
                 self.request.repositories, self.request.repository_keys
             )
+            self.hooks.check_request(self.request, self.settings)
         with ExitStack() as stack:
             try:
                 result = self._bake(stack, requests, repositories)

@@ -15,7 +15,7 @@ import pluggy
 
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
-from aminator_ng.config import EngineSettings, Setting
+from aminator_ng.config import BakeRequest, EngineSettings, Setting
 from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
 
@@ -37,6 +37,21 @@ def aminator_settings() -> Sequence[Setting] | None:
     bake option ``--key-with-hyphens`` (a bool gets ``--no-...`` as well).
 
     :return: the plugin's settings, or None when it has none.
+    """
+
+
+@hookspec
+def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
+    """Check a bake request before anything is acquired, and refuse what cannot work.
+
+    Called once per bake, in the step ``read_packages``, after the package arguments are read
+    and before the base image is resolved. Raise a RequestError (or ConfigError) naming what
+    is wrong: the bake then ends with exit 2 and nothing to release. The tagging finalizer
+    checks the ``-n`` name template here.
+
+    :param request: the bake as the operator asked for it (base, packages, name template,
+        suffix, tags, repositories).
+    :param settings: the engine's and the plugins' settings.
     """
 
 

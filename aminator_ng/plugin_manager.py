@@ -23,7 +23,7 @@ import pluggy
 from aminator_ng import hookspecs
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
-from aminator_ng.config import Declarations, EngineSettings, Setting
+from aminator_ng.config import BakeRequest, Declarations, EngineSettings, Setting
 from aminator_ng.errors import ConfigError, RequestError
 from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
@@ -197,6 +197,9 @@ class Hooks:
             f"environment {settings.environment}: provisioner",
         )(distro=distro, settings=settings)
         return provisioner
+
+    def check_request(self, request: BakeRequest, settings: EngineSettings) -> None:
+        self._hook.aminator_check_request(request=request, settings=settings)
 
     def read_package_file(self, path: Path) -> PackageInfo | None:
         info: PackageInfo | None = self._hook.aminator_read_package_file(path=path)

@@ -10,7 +10,14 @@ import socket
 import string
 from collections.abc import Mapping, Sequence
 
-from aminator_ng.api import BakeFacts, ConfigError, Setting, hookimpl
+from aminator_ng.api import (
+    BakeFacts,
+    BakeRequest,
+    ConfigError,
+    EngineSettings,
+    Setting,
+    hookimpl,
+)
 
 DEFAULT_TEMPLATE = "{name}-{version}-{release}-{arch}-{suffix}"
 TEMPLATE_FIELDS = (
@@ -98,6 +105,14 @@ def render_name(template: str, values: Mapping[str, str]) -> str:
     if after_empty_field and name.endswith("-"):
         name = name[:-1]
     return name
+
+
+@hookimpl
+def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
+    """A bad ``-n`` template fails before anything is acquired, not after the install."""
+    chosen = settings.finalizers
+    if request.name_template is not None and (chosen is None or PLUGIN_NAME in chosen):
+        render_name(request.name_template, dict.fromkeys(TEMPLATE_FIELDS, "x"))
 
 
 @hookimpl(trylast=True)

@@ -72,6 +72,18 @@ def test_base_whose_distribution_no_plugin_recognises(
     assert workspace.baked_images() == [i for i in workspace.baked_images() if i["name"] == "alien"]
 
 
+@pytest.mark.parametrize("template", ["{name}-{nope}", "{name"])
+def test_bad_name_template_fails_before_anything_is_acquired(
+    workspace: Workspace, debs: dict[str, Path], template: str
+) -> None:
+    result = workspace.aminate(
+        "-b", BASE_NAME, "-n", template, "--output", "json", str(debs["hello"])
+    )
+    assert_request_error(result, template)
+    assert result.json()["error"]["step"] == "read_packages"
+    assert "create_volume" not in result.stderr
+
+
 def test_image_name_that_is_taken(workspace: Workspace, debs: dict[str, Path]) -> None:
     first = workspace.aminate("-b", BASE_NAME, "-n", "web-{version}", str(debs["hello"]))
     assert first.returncode == 0, first.stderr

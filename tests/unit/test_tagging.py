@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from aminator_ng.config import BakeRequest, EngineSettings
 from aminator_ng.errors import ConfigError
 from aminator_ng.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
 from aminator_tagging.plugin import (
     DEFAULT_TEMPLATE,
+    aminator_check_request,
     aminator_image_description,
     aminator_image_name,
     aminator_image_tags,
@@ -167,3 +169,23 @@ def test_manifest_digest_follows_the_manifest() -> None:
     assert aminator_image_tags(facts=make_facts())["manifest_sha256"] == digest
     changed = (replace(MANIFEST[0], version="1.0-2"), MANIFEST[1])
     assert aminator_image_tags(facts=make_facts(manifest=changed))["manifest_sha256"] != digest
+
+
+# the early check of -n
+
+
+@pytest.mark.parametrize("template", ["{name}-{nope}", "{name", "{name}-}"])
+def test_a_bad_template_is_refused_before_the_bake_acquires_anything(template: str) -> None:
+    request = BakeRequest(base="debian-12", packages=("hello",), name_template=template)
+    with pytest.raises(ConfigError):
+        aminator_check_request(request=request, settings=EngineSettings())
+
+
+def test_a_good_template_passes_the_early_check() -> None:
+    request = BakeRequest(base="b", packages=("hello",), name_template="web-{version}-{suffix}")
+    aminator_check_request(request=request, settings=EngineSettings())
+
+
+def test_the_early_check_is_left_to_the_chosen_finalizers() -> None:
+    request = BakeRequest(base="b", packages=("hello",), name_template="{their_own_field}")
+    aminator_check_request(request=request, settings=EngineSettings(finalizers=("theirs",)))
