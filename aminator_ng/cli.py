@@ -6,6 +6,7 @@ command runs that command; anything else is handed to ``bake``, the default comm
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -152,6 +153,11 @@ class App:
         )
         self.hooks.check_environment(self.settings)
         ctx.meta["aminator_ng.settings"] = self.settings
+
+    @functools.cached_property
+    def cloud(self) -> CloudBackend:
+        """The cloud backend the settings name, made on first use."""
+        return self.hooks.cloud_backend(self.settings.cloud, self.settings)
 
     @property
     def json(self) -> bool:
@@ -312,7 +318,7 @@ def bake(
         repositories=tuple(effective["repo"]),
         repository_keys=tuple(Path(key) for key in effective["repo_key"]),
     )
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     bake_id = new_bake_id()
     log_path = app.settings.log_dir / f"{bake_id}.log"
     handler = open_bake_log(log_path)
@@ -463,7 +469,7 @@ def base_create(
     """Bootstrap a minimal root of SUITE into a disk image and register it as NAME."""
     app = App(ctx)
     size_bytes = parse_size(size)
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     image = create_base(
         app.hooks,
         cloud,
@@ -488,7 +494,7 @@ def base_create(
 def base_import(ctx: click.Context, name: str, file: Path) -> None:
     """Register an existing raw disk image FILE.raw as base image NAME."""
     app = App(ctx)
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     image = cloud.import_image(
         name, file.resolve(), f"imported from {file.name}", {"imported_from": str(file.resolve())}
     )
@@ -510,7 +516,7 @@ def images(ctx: click.Context) -> None:
 def images_list(ctx: click.Context) -> None:
     """List the images of the cloud backend, oldest first."""
     app = App(ctx)
-    found = app.hooks.cloud_backend(app.settings.cloud, app.settings).list_images()
+    found = app.cloud.list_images()
     app.emit([i.as_dict() for i in found], images_text(found))
 
 
@@ -521,18 +527,19 @@ def images_list(ctx: click.Context) -> None:
 def images_show(ctx: click.Context, image_id: str) -> None:
     """Show one image: attributes, tags, lineage, packages and size on disk."""
     app = App(ctx)
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     image = cloud.get_image(image_id)
     manifest = cloud.image_manifest(image_id)
     ancestors = lineage(cloud, image)
+    disk_usage = cloud.disk_usage(image)
     data = {
         **image.as_dict(),
         "lineage": ancestors,
-        "disk_usage_bytes": cloud.disk_usage(image),
+        "disk_usage_bytes": disk_usage,
         "package_count": len(manifest),
         "manifest": [m.as_dict() for m in manifest],
     }
-    app.emit(data, image_text(image, manifest, ancestors, cloud.disk_usage(image)))
+    app.emit(data, image_text(image, manifest, ancestors, disk_usage))
 
 
 def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:
@@ -559,7 +566,7 @@ def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:
 def images_rm(ctx: click.Context, image_id: str) -> None:
     """Remove image ID and the data only it uses (refused while a bake uses it)."""
     app = App(ctx)
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     freed = cloud.remove_image(image_id)
     log.info("removed %s", image_id)
     app.emit(
@@ -584,7 +591,7 @@ def cleanup(ctx: click.Context, preserved: bool) -> None:
         )
     app = App(ctx)
     require_root("aminate cleanup --preserved")
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     released = [
         {"bake_id": bake_id, "released": release_preserved(cloud, app.settings, bake_id)}
         for bake_id in cloud.preserved_bakes()
@@ -601,7 +608,7 @@ def cleanup(ctx: click.Context, preserved: bool) -> None:
 def export(ctx: click.Context, image_id: str, file: Path) -> None:
     """Write image ID's disk to FILE.raw (sparse)."""
     app = App(ctx)
-    cloud = app.hooks.cloud_backend(app.settings.cloud, app.settings)
+    cloud = app.cloud
     cloud.export_image(image_id, file.resolve())
     app.emit({"image_id": image_id, "path": str(file.resolve())}, str(file))
 

@@ -430,12 +430,12 @@ def resolve(
     environ: Mapping[str, str] = os.environ,
 ) -> EffectiveConfig:
     values: dict[str, dict[str, Sourced]] = {
-        "global": {s.name: Sourced(s.default, "default") for s in GLOBAL_SETTINGS},
-        "bake": {s.name: Sourced(s.default, "default") for s in BAKE_SETTINGS},
-        "environment": {s.name: Sourced(s.default, "default") for s in ENVIRONMENT_SETTINGS},
+        "global": _defaults(GLOBAL_SETTINGS),
+        "bake": _defaults(BAKE_SETTINGS),
+        "environment": _defaults(ENVIRONMENT_SETTINGS),
     }
     for plugin, settings in sorted(declarations.plugins.items()):
-        values[f"plugins.{plugin}"] = {s.name: Sourced(s.default, "default") for s in settings}
+        values[f"plugins.{plugin}"] = _defaults(settings)
     tags: dict[str, Sourced] = {}
 
     def apply(entries: Iterable[Entry]) -> None:
@@ -470,6 +470,10 @@ def resolve(
             )
     values["bake"]["tags"] = Sourced({k: s.value for k, s in tags.items()}, "merged")
     return EffectiveConfig(values, tags, environment, tuple(f.path for f in files))
+
+
+def _defaults(settings: Sequence[Setting]) -> dict[str, Sourced]:
+    return {setting.name: Sourced(setting.default, "default") for setting in settings}
 
 
 def _chosen_environment(

@@ -110,14 +110,14 @@ class Hooks:
         """The hook, or when an environment names plugins for it, the hook of those only."""
         if only is None:
             return getattr(self._hook, hook_name)
-        loaded = {name for name, _ in self.manager.list_name_plugin()}
-        missing = sorted(set(only) - loaded)
+        plugins = self.manager.list_name_plugin()
+        missing = sorted(set(only) - {name for name, _ in plugins})
         if missing:
             raise ConfigError(
                 f"{chosen_by} names plugins that are not loaded: {', '.join(missing)}",
                 hint="see 'aminate plugins'",
             )
-        others = [plugin for name, plugin in self.manager.list_name_plugin() if name not in only]
+        others = [plugin for name, plugin in plugins if name not in only]
         return self.manager.subset_hook_caller(hook_name, remove_plugins=others)
 
     def check_environment(self, settings: EngineSettings) -> None:

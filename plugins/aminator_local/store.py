@@ -465,7 +465,7 @@ class Store:
                     db.execute("DELETE FROM snapshots WHERE id = ?", (image.snapshot_id,))
             if shared is not None or not path.is_file():
                 return 0
-            freed = path.stat().st_blocks * 512
+            freed = self.disk_usage(image.snapshot_id)
             path.unlink()
         return freed
 

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,15 @@ def processes_rooted_under(root: str) -> list[int]:
                 if os.readlink(proc / "root").startswith(root):
                     found.append(int(proc.name))
     return found
+
+
+def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> None:
+    """Until a package script of the bake ``process`` runs inside the image."""
+    deadline = time.monotonic() + 120
+    while not processes_rooted_under(str(workspace.home)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the postinst never started"
+        time.sleep(0.2)
 
 
 def release_everything_under(root: str) -> None:

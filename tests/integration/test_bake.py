@@ -17,6 +17,7 @@ from tests.integration.conftest import (
     dpkg_status,
     mounted_image,
     processes_rooted_under,
+    wait_for_postinst,
 )
 
 pytestmark = pytest.mark.privileged
@@ -173,11 +174,7 @@ def test_signal_during_postinst_releases_everything(
     workspace: Workspace, debs: dict[str, Path], signum: signal.Signals, exit_code: int
 ) -> None:
     process = workspace.start("-b", BASE_NAME, str(debs["slow"]))
-    deadline = time.monotonic() + 120
-    while not processes_rooted_under(str(workspace.home)):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the postinst never started"
-        time.sleep(0.2)
+    wait_for_postinst(workspace, process)
     time.sleep(0.5)
     signalled = time.monotonic()
     process.send_signal(signum)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pytest
 from tests.integration.conftest import (
     BASE_NAME,
     Workspace,
-    processes_rooted_under,
     release_everything_under,
+    wait_for_postinst,
 )
 
 pytestmark = pytest.mark.privileged
@@ -25,14 +24,6 @@ pytestmark = pytest.mark.privileged
 
 def base_id(workspace: Workspace) -> str:
     return next(i["image_id"] for i in workspace.images() if i["name"] == BASE_NAME)
-
-
-def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 120
-    while not processes_rooted_under(str(workspace.home)):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the postinst never started"
-        time.sleep(0.2)
 
 
 def test_images_show_and_rm(workspace: Workspace, debs: dict[str, Path]) -> None:
