@@ -3,7 +3,11 @@
 Privileged tests need root; in CI (CI=true) they must run, and a skip of one counts as a failure.
 Every hook call of the session, in this process and in every ``aminate`` it starts, is recorded
 through the engine's hook-call monitoring (``AMINATOR_TRACE_PLUGINS`` naming a file), so that
-tests/test_hooks_called.py, which runs last, can tell which hooks the suite never called."""
+tests/test_hooks_called.py, which runs last, can tell which hooks the suite never called.
+
+A passed test's temporary directory is removed at its teardown (``tmp_path_retention_policy``):
+image files are large, and a suite's worth of them would fill the disk. Before that removal,
+nothing may still be mounted or attached under it."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.hookrecord import HOOK_CHECK_NODE, HOOK_RECORD_VARIABLE, whole_suite_key
+from tests.hoststate import held_under, release_everything_under
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -67,3 +72,18 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"privileged test skipped in CI: {report.longrepr}"
     return report
+
+
+@pytest.fixture(autouse=True)
+def nothing_held_under_tmp_path(request: pytest.FixtureRequest) -> Generator[None]:
+    """Torn down before ``tmp_path`` is removed: a mount left under it would have the removal
+    walk into whatever it binds (a chroot's /dev, say)."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    root = str(request.getfixturevalue("tmp_path"))
+    yield
+    held = held_under(root)
+    if held:
+        release_everything_under(root)
+        pytest.fail(f"left held under the test's directory: {held}")

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
 from aminator_ng.mount import mounted
 from tests.hookrecord import HOOK_RECORD_VARIABLE
+from tests.hoststate import held_under, processes_rooted_under, release_everything_under
 from tests.integration.debs import build_deb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,11 +113,7 @@ class Workspace:
         root = str(self.home.parent)
         snapshots_in_use = {row[0] for row in self._rows("SELECT snapshot_id FROM images")}
         return {
-            "loop devices": [
-                f"{dev} {backing}" for dev, backing in loop_devices() if backing.startswith(root)
-            ],
-            "mounts": [target for target in mount_targets() if target.startswith(root)],
-            "processes": [f"pid {pid}" for pid in processes_rooted_under(root)],
+            "held on the host": held_under(root),
             "volume files": sorted(p.name for p in (self.home / "volumes").glob("*")),
             "volume rows": [row[0] for row in self._rows("SELECT id FROM volumes")],
             "orphan snapshots": [
@@ -146,37 +142,6 @@ class Workspace:
         assert not left, f"left behind: {left}"
 
 
-def loop_devices() -> list[tuple[str, str]]:
-    out = subprocess.run(
-        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    pairs = []
-    for line in out.splitlines():
-        name, _, backing = line.strip().partition(" ")
-        pairs.append((name, backing.strip()))
-    return pairs
-
-
-def mount_targets() -> list[str]:
-    out = subprocess.run(
-        ["findmnt", "--raw", "--noheadings", "--output", "TARGET"], capture_output=True, text=True
-    ).stdout
-    return [line.replace("\\x20", " ") for line in out.splitlines()]
-
-
-def processes_rooted_under(root: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.readlink(proc / "root").startswith(root):
-                    found.append(int(proc.name))
-    return found
-
-
 def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> None:
     """Until a package script of the bake ``process`` runs inside the image."""
     deadline = time.monotonic() + 120
@@ -184,20 +149,6 @@ def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> N
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the postinst never started"
         time.sleep(0.2)
-
-
-def release_everything_under(root: str) -> None:
-    """Last-resort release after a failed test, so that one failure does not leak into others.
-    Touches only what lies under the test's own directory."""
-    for pid in processes_rooted_under(root):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    for target in sorted((t for t in mount_targets() if t.startswith(root)), reverse=True):
-        subprocess.run(["umount", "-l", target], check=False)
-    for device, backing in loop_devices():
-        if backing.startswith(root):
-            subprocess.run(["partx", "-d", device], check=False, capture_output=True)
-            subprocess.run(["losetup", "-d", device], check=False)
 
 
 @contextlib.contextmanager

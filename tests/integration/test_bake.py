@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.hoststate import processes_rooted_under
 from tests.integration.conftest import (
     BASE_NAME,
     Workspace,
     dpkg_status,
     mounted_image,
-    processes_rooted_under,
     wait_for_postinst,
 )
 

@@ -10,7 +10,7 @@ import pytest
 from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes, partitions
 from aminator_ng.diskimage import MIB, build_disk_image
 from aminator_ng.mount import mounted
-from tests.integration.conftest import loop_devices, mount_targets
+from tests.hoststate import loop_devices, mount_targets
 
 pytestmark = pytest.mark.privileged
 

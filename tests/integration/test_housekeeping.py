@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import (
-    BASE_NAME,
-    Workspace,
-    release_everything_under,
-    wait_for_postinst,
-)
+from tests.hoststate import release_everything_under
+from tests.integration.conftest import BASE_NAME, Workspace, wait_for_postinst
 
 pytestmark = pytest.mark.privileged
 

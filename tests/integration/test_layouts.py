@@ -22,14 +22,8 @@ from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_no
 from aminator_ng.diskimage import MIB, build_disk_image, root_partition_type
 from aminator_ng.errors import CommandError
 from aminator_ng.mount import mounted
-from tests.integration.conftest import (
-    Workspace,
-    dpkg_status,
-    loop_devices,
-    mount_targets,
-    mounted_image,
-    release_everything_under,
-)
+from tests.hoststate import loop_devices, mount_targets, release_everything_under
+from tests.integration.conftest import Workspace, dpkg_status, mounted_image
 
 pytestmark = pytest.mark.privileged
 
