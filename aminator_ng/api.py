@@ -33,6 +33,7 @@ from aminator_ng.errors import (
     RequestError,
 )
 from aminator_ng.hookspecs import hookimpl
+from aminator_ng.locks import LockHeldError, file_lock
 from aminator_ng.model import (
     BakeFacts,
     Distro,
@@ -49,7 +50,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 
 __all__ = [
     "API_VERSION",
@@ -72,6 +73,7 @@ __all__ = [
     "HostError",
     "Image",
     "ImageSpec",
+    "LockHeldError",
     "ManifestEntry",
     "NotFoundError",
     "NotSupportedError",
@@ -87,6 +89,7 @@ __all__ = [
     "backing_file",
     "created_directories",
     "detach_loop_device",
+    "file_lock",
     "find_root_filesystem",
     "find_tool",
     "hookimpl",

@@ -20,10 +20,10 @@ import boto3  # type: ignore[import-untyped]  # boto3 ships no types
 import botocore.config  # type: ignore[import-untyped]
 import botocore.exceptions  # type: ignore[import-untyped]
 
+from aminator_ec2.aws import AWS_ERRORS, aws_error
 from aminator_ng.api import (
-    CloudError,
+    AminatorError,
     ConfigError,
-    HostError,
     Image,
     NotFoundError,
     RequestError,
@@ -81,6 +81,7 @@ def ec2_clients(
     """
     try:
         session = session if session is not None else boto3.session.Session()
+        region = region or configured_region(session)
         if retry_mode is None and not _retry_mode_configured(session):
             retry_mode = "standard"
         config = None
@@ -98,6 +99,19 @@ def ec2_clients(
     except (ValueError, botocore.exceptions.BotoCoreError) as error:
         raise ConfigError(f"AWS client configuration: {error}") from error
     return Ec2Clients(ec2, ssm, str(ec2.meta.region_name))
+
+
+def configured_region(session: Any = None) -> str | None:
+    """The region configured for AWS clients, if any: ``AWS_REGION`` (which the AWS CLI and the
+    other SDKs honour but botocore does not), else boto3's own (``AWS_DEFAULT_REGION``, profile).
+    """
+    if os.environ.get("AWS_REGION"):
+        return os.environ["AWS_REGION"]
+    try:
+        session = session if session is not None else boto3.session.Session()
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(str(error), hint="check AWS_PROFILE and ~/.aws/config") from error
+    return str(session.region_name) if session.region_name else None
 
 
 def _retry_mode_configured(session: Any) -> bool:
@@ -242,26 +256,19 @@ def _filter_list(filters: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"Name": name, "Values": [value]} for name, value in filters.items()]
 
 
-def _client_error(error: Exception, operation: str, subject: str) -> Exception:
-    """The project's error for a failed AWS call about ``subject``."""
-    if isinstance(error, botocore.exceptions.NoCredentialsError):
-        return HostError(
-            f"{operation} {subject}: no AWS credentials found",
-            hint="attach an instance profile, or set AWS_PROFILE or the AWS_* credentials",
-        )
-    if isinstance(error, botocore.exceptions.ClientError):
-        details = error.response.get("Error", {})
-        code = str(details.get("Code", "Unknown"))
-        message = str(details.get("Message", ""))
-        if code in _NOT_FOUND_CODES:
-            return NotFoundError(f"base image not found: {subject} ({code}: {message})")
-        if code in _BAD_REQUEST_CODES:
-            return RequestError(f"bad base image reference {subject} ({code}: {message})")
-        return CloudError(f"{operation} {subject} failed: {code}: {message}")
-    return CloudError(f"{operation} {subject} failed: {error}")
+def _client_error(error: Exception, operation: str, subject: str) -> AminatorError:
+    """The project's error for a failed AWS call about the base image ``subject``."""
 
+    def not_found(detail: str) -> AminatorError:
+        return NotFoundError(f"base image not found: {subject} ({detail})")
 
-_AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+    def bad_reference(detail: str) -> AminatorError:
+        return RequestError(f"bad base image reference {subject} ({detail})")
+
+    request_errors = dict.fromkeys(_NOT_FOUND_CODES, not_found) | dict.fromkeys(
+        _BAD_REQUEST_CODES, bad_reference
+    )
+    return aws_error(error, operation, subject, request_errors)
 
 
 def _describe(ec2: Any, subject: str, **kwargs: Any) -> list[Mapping[str, Any]]:
@@ -269,7 +276,7 @@ def _describe(ec2: Any, subject: str, **kwargs: Any) -> list[Mapping[str, Any]]:
     try:
         for page in ec2.get_paginator("describe_images").paginate(**kwargs):
             images.extend(page.get("Images", ()))
-    except _AWS_ERRORS as error:
+    except AWS_ERRORS as error:
         raise _client_error(error, "DescribeImages", subject) from error
     return images
 
@@ -278,7 +285,7 @@ def _ssm_image_id(ssm: Any, reference: str) -> str:
     name = reference.removeprefix(SSM_PREFIX)
     try:
         value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    except _AWS_ERRORS as error:
+    except AWS_ERRORS as error:
         raise _client_error(error, "GetParameter", reference) from error
     if not (isinstance(value, str) and value.startswith("ami-")):
         raise RequestError(f"SSM parameter {name} holds {value!r}, not an image id")

@@ -56,9 +56,9 @@ class Workspace:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("AMINATOR_") or k == HOOK_RECORD_VARIABLE
+            if not k.startswith(("AMINATOR_", "AWS_")) or k == HOOK_RECORD_VARIABLE
         }
-        # The operator's own config file (~/.config/aminator-ng) must not reach a test.
+        # The operator's own settings (~/.config/aminator-ng, AWS_*) must not reach a test.
         env.update(
             AMINATOR_HOME=str(self.home),
             AMINATOR_LOG_DIR=str(self.log_dir),

@@ -219,7 +219,7 @@ def test_preserve_on_error_keeps_the_mount_and_says_how_to_release(
     for entry in preserved:
         assert os.system(entry["release"]) == 0, entry["release"]
     left = workspace.leftovers()
-    assert not left["mounts"] and not left["loop devices"] and not left["volume files"]
+    assert not left["held on the host"] and not left["volume files"]
     assert workspace.baked_images() == []
     # Released by hand, the store still records the preserved bake; cleanup forgets it and
     # tolerates what is released already.

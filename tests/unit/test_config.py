@@ -673,7 +673,7 @@ def test_an_unknown_default_environment_names_the_file_that_chose_it(
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("distro", '"rpm"'), ("provisioner", '"rpm"'), ("finalizers", '["tagging", "ec2"]')],
+    [("distro", '"rpm"'), ("provisioner", '"rpm"'), ("finalizers", '["tagging", "gce"]')],
 )
 def test_an_environment_naming_a_plugin_that_is_not_loaded_fails_at_startup(
     layers: Layers,
@@ -683,7 +683,7 @@ def test_an_environment_naming_a_plugin_that_is_not_loaded_fails_at_startup(
     value: str,
 ) -> None:
     layers.write(layers.system, f"[environments.prod]\n{key} = {value}\n")
-    missing = "ec2" if key == "finalizers" else "rpm"
+    missing = "gce" if key == "finalizers" else "rpm"
     for argv in (("config", "show"), ("images",)):
         outcome = aminate("-e", "prod", *argv)
         assert_request_error(outcome, f"environment prod: {key}", missing, "not loaded")
@@ -915,8 +915,8 @@ def test_a_key_for_a_loaded_plugin_without_settings_is_an_error(
 @pytest.mark.parametrize(
     "text",
     [
-        '[plugins.ec2]\nregion = "eu-west-1"\n',
-        '[environments.prod.plugins.ec2]\nregion = "eu-west-1"\n',
+        '[plugins.gce]\nregion = "eu-west-1"\n',
+        '[environments.prod.plugins.gce]\nregion = "eu-west-1"\n',
     ],
 )
 def test_a_table_for_a_plugin_that_is_not_loaded_is_warned_about_and_ignored(
@@ -930,14 +930,14 @@ def test_a_table_for_a_plugin_that_is_not_loaded_is_warned_about_and_ignored(
     # resolve first: aminate replaces the root logger's handlers, caplog's among them.
     with caplog.at_level(logging.WARNING, logger="aminator_ng.config"):
         config = effective(layers, declarations)
-    assert "plugins.ec2" not in config.values
-    assert "no plugin ec2 is loaded" in caplog.text
+    assert "plugins.gce" not in config.values
+    assert "no plugin gce is loaded" in caplog.text
 
     outcome = aminate("config", "show", "--output", "json")
     assert outcome.code == 0, outcome.stderr
     assert f"{layers.system}: [" in outcome.stderr
-    assert "no plugin ec2 is loaded; its settings are ignored" in outcome.stderr
-    assert not any(key.startswith("plugins.ec2") for key in shown(outcome))
+    assert "no plugin gce is loaded; its settings are ignored" in outcome.stderr
+    assert not any(key.startswith("plugins.gce") for key in shown(outcome))
 
 
 def test_a_disabled_plugins_table_is_ignored(

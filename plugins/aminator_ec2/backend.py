@@ -1,0 +1,448 @@
+"""The EC2 backend: a working EBS volume from the base AMI's root snapshot, attached to this bake
+host, snapshotted and registered as a new AMI.
+
+Every resource is tagged at creation with the bake id, this instance's id and its purpose, so
+that a janitor (or an operator) can find what a killed bake left. Each acquisition is a context
+manager that releases what it made, also when the bake fails half way through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import shlex
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from aminator_ec2.aws import AWS_ERRORS, aws_error, call, error_code
+from aminator_ec2.devices import (
+    ATTACHMENT_POINTS,
+    find_volume_device,
+    looked_for,
+    short_name,
+    taken_in_ec2,
+    taken_locally,
+)
+from aminator_ec2.identity import InstanceIdentity, instance_identity
+from aminator_ec2.images import (
+    DEFAULT_OWNERS,
+    BaseImage,
+    Ec2Clients,
+    configured_region,
+    ec2_clients,
+    resolve_base_image,
+)
+from aminator_ec2.registration import RegistrationOverrides, register_image_request
+from aminator_ec2.waiting import poll_until
+from aminator_ng.api import (
+    CloudBackend,
+    CloudError,
+    ConfigError,
+    ConflictError,
+    EngineSettings,
+    Image,
+    ImageSpec,
+    LockHeldError,
+    NotFoundError,
+    Snapshot,
+    Volume,
+    file_lock,
+)
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "ec2"
+TAG_PREFIX = "aminator-ng:"
+BAKE_ID_TAG = TAG_PREFIX + "bake-id"
+INSTANCE_TAG = TAG_PREFIX + "instance-id"
+PURPOSE_TAG = TAG_PREFIX + "purpose"
+BASE_IMAGE_TAG = TAG_PREFIX + "base-image-id"
+GIB = 1 << 30
+#: AWS says this when another volume holds the attachment point (code InvalidParameterValue).
+POINT_IN_USE = "is already in use"
+
+
+def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def _tag_dict(resource: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", ())}
+
+
+def _created(image: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(image.get("CreationDate", "")).replace("Z", "+00:00"))
+
+
+class Ec2Cloud(CloudBackend):
+    """Bakes on an EC2 instance; images are AMIs in this instance's region."""
+
+    name = "ec2"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        own = settings.plugin(PLUGIN_NAME)
+        self.owners = tuple(own.get("base_owner") or DEFAULT_OWNERS)
+        self.filters = dict(own.get("base_filter") or {})
+        self.attach_timeout_s = float(own.get("attach_timeout", 120.0))
+        self.snapshot_timeout_s = float(own.get("snapshot_timeout", 3600.0))
+        self.volume_type = str(own.get("volume_type") or "gp3")
+        self.retry_mode = own.get("retry_mode")
+        self.device_root = Path(own.get("device_root") or "/dev")
+        self.sysfs_root = Path(own.get("sysfs_root") or "/sys")
+        self.lock_dir = Path(own.get("lock_dir") or "/run/lock")
+        self.overrides = RegistrationOverrides.from_settings(own)
+        self._bases: dict[str, BaseImage] = {}
+        #: Device path -> (volume id, attachment point), for the release commands.
+        self._attachments: dict[str, tuple[str, str]] = {}
+
+    # Who and where we are, asked only when needed: listing images needs no instance.
+
+    @cached_property
+    def identity(self) -> InstanceIdentity:
+        return instance_identity()
+
+    @cached_property
+    def clients(self) -> Ec2Clients:
+        """Clients for the configured region, else for this instance's."""
+        region = configured_region() or self.identity.region
+        return ec2_clients(region, retry_mode=self.retry_mode)
+
+    @property
+    def ec2(self) -> Any:
+        return self.clients.ec2
+
+    def _resource_tags(self, bake_id: str, purpose: str) -> dict[str, str]:
+        return {
+            "Name": f"aminator-ng {purpose} of bake {bake_id}",
+            BAKE_ID_TAG: bake_id,
+            INSTANCE_TAG: self.identity.instance_id,
+            PURPOSE_TAG: purpose,
+        }
+
+    # The bake.
+
+    def resolve_base(self, reference: str) -> Image:
+        clients = self.clients
+        if clients.region != self.identity.region:  # volumes attach only in the host's zone
+            raise ConfigError(
+                f"AWS region {clients.region} is not this bake host's region "
+                f"{self.identity.region}",
+                hint="unset AWS_REGION, or bake on a host in that region",
+            )
+        base = resolve_base_image(
+            clients.ec2,
+            clients.ssm,
+            reference,
+            host_architecture=platform.machine(),
+            owners=self.owners,
+            filters=self.filters,
+        )
+        self._bases[base.image_id] = base
+        return base.as_image(clients.region)
+
+    def _base(self, image: Image) -> BaseImage:
+        base = self._bases.get(image.image_id)
+        if base is None:  # a backend not asked to resolve it (a plugin's own call)
+            self.resolve_base(image.image_id)
+            base = self._bases[image.image_id]
+        return base
+
+    def _volume_state(self, volume_id: str) -> str:
+        volumes = call(self.ec2.describe_volumes, volume_id, VolumeIds=[volume_id])["Volumes"]
+        return str(volumes[0]["State"]) if volumes else "deleted"
+
+    def _wait_volume(self, volume_id: str, state: str, timeout_s: float) -> None:
+        poll_until(
+            lambda: True if self._volume_state(volume_id) == state else None,
+            timeout_s=timeout_s,
+            what=f"volume {volume_id} did not become {state}",
+            first_delay_s=0.5,
+        )
+
+    @contextlib.contextmanager
+    def volume(self, base: Image, bake_id: str) -> Iterator[Volume]:
+        ec2_base = self._base(base)
+        request: dict[str, Any] = {
+            "AvailabilityZone": self.identity.availability_zone,
+            "SnapshotId": ec2_base.root_snapshot_id,
+            "VolumeType": self.volume_type,
+            # The same token on a retried request returns the same volume, never a second one.
+            "ClientToken": f"aminator-ng-{bake_id}-volume",
+            "TagSpecifications": [
+                {"ResourceType": "volume", "Tags": _tags(self._resource_tags(bake_id, "volume"))}
+            ],
+        }
+        if ec2_base.root_volume_size_gib is not None:
+            request["Size"] = ec2_base.root_volume_size_gib
+        created = call(self.ec2.create_volume, f"from {ec2_base.root_snapshot_id}", **request)
+        volume_id = str(created["VolumeId"])
+        log.info("volume %s from snapshot %s", volume_id, ec2_base.root_snapshot_id)
+        try:
+            self._wait_volume(volume_id, "available", self.attach_timeout_s)
+            yield Volume(volume_id, ec2_base.root_snapshot_id, int(created["Size"]) * GIB)
+        finally:
+            self._detach_leftover(volume_id)
+            call(self.ec2.delete_volume, volume_id, VolumeId=volume_id)
+            log.info("deleted volume %s", volume_id)
+
+    def _detach_leftover(self, volume_id: str) -> None:
+        """Detach an attachment the bake does not know of: an AttachVolume whose answer was
+        lost after EC2 had carried it out."""
+        volumes = call(self.ec2.describe_volumes, volume_id, VolumeIds=[volume_id])["Volumes"]
+        for attachment in volumes[0].get("Attachments", ()) if volumes else ():
+            if attachment.get("State") in ("attaching", "attached", "busy"):
+                log.warning("volume %s is still attached at %s", volume_id, attachment["Device"])
+                self._detach(volume_id, attachment["InstanceId"], attachment["Device"])
+
+    def _points_in_use(self) -> set[str]:
+        """The attachment points EC2 shows on this instance, root device included."""
+        instance_id = self.identity.instance_id
+        answer = call(self.ec2.describe_instances, instance_id, InstanceIds=[instance_id])
+        points: list[str] = []
+        for reservation in answer.get("Reservations", ()):
+            for instance in reservation.get("Instances", ()):
+                points.append(str(instance.get("RootDeviceName", "")))
+                points += [m["DeviceName"] for m in instance.get("BlockDeviceMappings", ())]
+        return taken_in_ec2(point for point in points if point)
+
+    def _attach_somewhere(self, volume_id: str, stack: ExitStack) -> str:
+        """Attach at the first point free here and in EC2; its lock stays on ``stack``."""
+        instance_id = self.identity.instance_id
+        skipped: list[str] = []
+        for point in ATTACHMENT_POINTS:
+            with ExitStack() as held:
+                lock = self.lock_dir / f"aminator-ng-attach-{short_name(point)}.lock"
+                try:
+                    held.enter_context(file_lock(lock, wait=False))
+                except LockHeldError:
+                    skipped.append(f"{point} (locked by another bake)")
+                    continue
+                occupant = taken_locally(point, self.device_root)
+                if occupant is not None:
+                    skipped.append(f"{point} ({occupant} exists)")
+                    continue
+                if short_name(point) in self._points_in_use():
+                    skipped.append(f"{point} (in use on {instance_id})")
+                    continue
+                try:
+                    self.ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=point)
+                except AWS_ERRORS as error:
+                    if POINT_IN_USE in str(error):
+                        skipped.append(f"{point} (EC2: {POINT_IN_USE})")
+                        continue
+                    raise aws_error(error, "AttachVolume", f"{volume_id} at {point}") from error
+                stack.enter_context(held.pop_all())
+                if skipped:
+                    log.info("attachment points skipped: %s", "; ".join(skipped))
+                return point
+        raise ConflictError(
+            f"no free attachment point for {volume_id} on {instance_id}: {'; '.join(skipped)}",
+            hint="wait for other bakes to finish, or detach volumes this instance no longer uses",
+        )
+
+    @contextlib.contextmanager
+    def attached(self, volume: Volume, bake_id: str) -> Iterator[Path]:
+        volume_id, instance_id = volume.volume_id, self.identity.instance_id
+        with ExitStack() as stack:
+            point = self._attach_somewhere(volume_id, stack)
+            stack.callback(self._detach, volume_id, instance_id, point)
+            log.info("attaching %s at %s", volume_id, point)
+            self._wait_volume(volume_id, "in-use", self.attach_timeout_s)
+            device = poll_until(
+                lambda: find_volume_device(volume_id, point, self.device_root, self.sysfs_root),
+                timeout_s=self.attach_timeout_s,
+                what=f"no block device appeared for volume {volume_id} attached at {point}",
+                first_delay_s=0.2,
+                max_delay_s=2.0,
+                hint=f"looked for {looked_for(volume_id, point, self.device_root)}; "
+                "raise --attach-timeout on a slow host",
+            )
+            log.info("volume %s is %s", volume_id, device)
+            self._attachments[str(device)] = (volume_id, point)
+            stack.callback(self._attachments.pop, str(device), None)
+            yield device
+
+    def _detach(self, volume_id: str, instance_id: str, point: str) -> None:
+        # InstanceId and Device too: the attachment is named exactly, never another one.
+        call(
+            self.ec2.detach_volume,
+            volume_id,
+            VolumeId=volume_id,
+            InstanceId=instance_id,
+            Device=point,
+        )
+        self._wait_volume(volume_id, "available", self.attach_timeout_s)
+        log.info("detached %s from %s", volume_id, point)
+
+    @contextlib.contextmanager
+    def snapshot(self, volume: Volume, bake_id: str, description: str) -> Iterator[Snapshot]:
+        created = call(
+            self.ec2.create_snapshot,
+            volume.volume_id,
+            VolumeId=volume.volume_id,
+            Description=description[:255],
+            TagSpecifications=[
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": _tags(self._resource_tags(bake_id, "snapshot")),
+                }
+            ],
+        )
+        snapshot_id = str(created["SnapshotId"])
+        log.info("snapshot %s of %s", snapshot_id, volume.volume_id)
+        try:
+            poll_until(
+                lambda: self._snapshot_done(snapshot_id),
+                timeout_s=self.snapshot_timeout_s,
+                what=f"snapshot {snapshot_id} did not complete",
+                first_delay_s=2.0,
+                max_delay_s=30.0,
+                hint="raise snapshot_timeout in [plugins.ec2]",
+            )
+            yield Snapshot(snapshot_id, volume.volume_id, int(created["VolumeSize"]) * GIB)
+        except BaseException:
+            call(self.ec2.delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
+            log.info("deleted snapshot %s", snapshot_id)
+            raise
+
+    def _snapshot_done(self, snapshot_id: str) -> bool | None:
+        answer = call(self.ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id])
+        snapshot = answer["Snapshots"][0]
+        if snapshot["State"] == "error":
+            raise CloudError(
+                f"snapshot {snapshot_id} failed: {snapshot.get('StateMessage', 'state error')}"
+            )
+        return True if snapshot["State"] == "completed" else None
+
+    def check_name_available(self, name: str) -> None:
+        answer = call(
+            self.ec2.describe_images,
+            name,
+            Owners=["self"],
+            Filters=[{"Name": "name", "Values": [name]}],
+        )
+        if answer.get("Images"):
+            taken_by = answer["Images"][0]["ImageId"]
+            raise ConflictError(
+                f"an image named {name} exists already ({taken_by})",
+                hint="choose another name with -n, or another suffix with -s",
+            )
+
+    def _uefi_data(self, base: BaseImage) -> str | None:
+        if base.boot_mode not in ("uefi", "uefi-preferred"):
+            return None
+        answer = call(
+            self.ec2.describe_image_attribute,
+            base.image_id,
+            ImageId=base.image_id,
+            Attribute="uefiData",
+        )
+        value = answer.get("UefiData", {}).get("Value")
+        return str(value) if value else None
+
+    @contextlib.contextmanager
+    def registered(self, snapshot: Snapshot, spec: ImageSpec, bake_id: str) -> Iterator[Image]:
+        base = self._base(spec.base)
+        tags = {**spec.tags, BAKE_ID_TAG: bake_id, BASE_IMAGE_TAG: base.image_id}
+        request = register_image_request(
+            base,
+            snapshot_id=snapshot.snapshot_id,
+            name=spec.name,
+            description=spec.description,
+            tags=tags,
+            volume_size_gib=snapshot.size_bytes // GIB or None,
+            uefi_data=self._uefi_data(base),
+            overrides=self.overrides,
+        )
+        try:
+            image_id = str(self.ec2.register_image(**request)["ImageId"])
+        except AWS_ERRORS as error:
+            # The request may have been carried out before the answer was lost.
+            self._deregister_images_of(bake_id)
+            if error_code(error) == "InvalidAMIName.Duplicate":
+                raise ConflictError(f"an image named {spec.name} exists already") from error
+            raise aws_error(error, "RegisterImage", spec.name) from error
+        log.info("registered %s as %s", image_id, spec.name)
+        try:
+            call(
+                self.ec2.create_tags,
+                snapshot.snapshot_id,
+                Resources=[snapshot.snapshot_id],
+                Tags=_tags({**spec.tags, BAKE_ID_TAG: bake_id, "Name": spec.name}),
+            )
+            yield self.get_image(image_id)
+        except BaseException:
+            call(self.ec2.deregister_image, image_id, ImageId=image_id)
+            log.info("deregistered %s", image_id)
+            raise
+
+    def _deregister_images_of(self, bake_id: str) -> None:
+        with contextlib.suppress(*AWS_ERRORS):
+            answer = self.ec2.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{BAKE_ID_TAG}", "Values": [bake_id]}]
+            )
+            for image in answer.get("Images", ()):
+                self.ec2.deregister_image(ImageId=image["ImageId"])
+                log.info("deregistered %s, half-registered", image["ImageId"])
+
+    # Housekeeping.
+
+    def _image(self, image: Mapping[str, Any], region: str) -> Image:
+        tags = _tag_dict(image)
+        base = BaseImage.from_description(image) if image.get("RootDeviceName") else None
+        size = base.root_volume_size_gib if base else None
+        return Image(
+            image_id=str(image["ImageId"]),
+            name=str(image.get("Name", "")),
+            created=_created(image),
+            snapshot_id=(base.root_snapshot_id if base else "") or "",
+            description=str(image.get("Description", "")),
+            tags=tags,
+            cloud=self.name,
+            region=region,
+            size_bytes=size * GIB if size else None,
+            base_image_id=tags.get(BASE_IMAGE_TAG),
+        )
+
+    def list_images(self) -> list[Image]:
+        clients = self.clients
+        answer = call(
+            clients.ec2.describe_images,
+            "made by aminator-ng",
+            Owners=["self"],
+            Filters=[{"Name": "tag-key", "Values": [BAKE_ID_TAG]}],
+        )
+        images = [self._image(image, clients.region) for image in answer.get("Images", ())]
+        return sorted(images, key=lambda image: image.created)
+
+    def get_image(self, image_id: str) -> Image:
+        clients = self.clients
+        try:
+            answer = clients.ec2.describe_images(ImageIds=[image_id])
+        except AWS_ERRORS as error:
+            if error_code(error).startswith("InvalidAMIID"):
+                raise NotFoundError(f"image not found: {image_id}") from error
+            raise aws_error(error, "DescribeImages", image_id) from error
+        if not answer.get("Images"):
+            raise NotFoundError(f"image not found: {image_id}")
+        return self._image(answer["Images"][0], clients.region)
+
+    def release_command(self, kind: str, resource_id: str) -> str:
+        region = f" --region {shlex.quote(self.clients.region)}"
+        quoted = shlex.quote(resource_id)
+        if kind == "device":
+            volume_id, point = self._attachments.get(resource_id, (resource_id, ""))
+            return (
+                f"aws ec2 detach-volume --volume-id {shlex.quote(volume_id)} --instance-id "
+                f"{shlex.quote(self.identity.instance_id)} --device {shlex.quote(point)}{region}"
+            )
+        if kind == "volume":
+            return f"aws ec2 delete-volume --volume-id {quoted}{region}"
+        if kind == "snapshot":
+            return f"aws ec2 delete-snapshot --snapshot-id {quoted}{region}"
+        return f"aws ec2 deregister-image --image-id {quoted}{region}"

@@ -1,0 +1,353 @@
+"""EC2 as the tests see it: a moto server in this process, with what moto leaves out put back.
+
+- Every call the server answers is recorded with the parameters the client sent, so tests assert
+  what the engine asked for (RegisterImage above all: moto keeps only its Name and Description).
+- RegisterImage is made to keep what AWS keeps (root device, mappings with their snapshot,
+  architecture, boot attributes, tags), so that a registered base AMI describes like a real one.
+- ``Udev`` plays the kernel and udev: when the working volume is attached through the API, a loop
+  device over a copy of the data behind the volume's source snapshot appears where the engine
+  looks for it, and goes on detach; a snapshot of the volume is backed by a copy of its data.
+- The instance metadata service answers with a real instance of the server.
+
+This patches moto 5.2 internals (setup.cfg pins it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+from moto.core.responses import BaseResponse
+from moto.ec2.models.amis import Ami
+from moto.ec2.responses.amis import AmisResponse
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.instance_metadata import responses as instance_metadata
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+ZONE = "us-east-1b"
+#: The least-privilege IAM policy of the EC2 backend, as the operator guide gives it.
+IAM_POLICY = Path(__file__).resolve().parents[1] / "docs" / "ec2-iam-policy.json"
+
+
+def policy_actions() -> set[str]:
+    policy = json.loads(IAM_POLICY.read_text())
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
+
+
+@dataclass
+class Call:
+    service: str
+    action: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Udev:
+    """Block devices for attached volumes, made of files under ``root``.
+
+    ``mode`` is how the device shows: "nvme" (a namespace whose sysfs serial is the volume id),
+    "xvd" (the attachment point's Xen name), or "never" (it does not show at all).
+    """
+
+    root: Path
+    device_root: Path
+    sysfs_root: Path
+    mode: str = "nvme"
+    #: Snapshot id -> the raw file that holds its data.
+    data: dict[str, Path] = field(default_factory=dict)
+    #: Volume id -> (loop device, the names made for it).
+    attached: dict[str, tuple[str, list[Path]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def volume_file(self, volume_id: str) -> Path:
+        return self.root / "volumes" / f"{volume_id}.raw"
+
+    def attach(self, volume_id: str, source_snapshot: str | None, point: str) -> None:
+        if self.mode == "never" or source_snapshot not in self.data:
+            return
+        data = self.volume_file(volume_id)
+        if not data.exists():
+            data.parent.mkdir(parents=True, exist_ok=True)
+            copy = ["cp", "--sparse=always", str(self.data[source_snapshot]), str(data)]
+            subprocess.run(copy, check=True)
+        loop = subprocess.run(
+            ["losetup", "--find", "--show", str(data)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        with self.lock:
+            made: list[Path] = []
+            if self.mode == "nvme":
+                index = 1 + max((int(p.name[4:-2]) for p in self._namespaces()), default=0)
+                namespace = f"nvme{index}n1"
+                serial = self.sysfs_root / "block" / namespace / "device" / "serial"
+                serial.parent.mkdir(parents=True)
+                # The kernel pads the serial with spaces.
+                serial.write_text(volume_id.replace("-", "").ljust(20) + "\n")
+                made.append(serial.parent.parent)
+                name = namespace
+            else:
+                name = "xvd" + point.removeprefix("/dev/sd")
+            node = self.device_root / name
+            node.parent.mkdir(parents=True, exist_ok=True)
+            node.symlink_to(loop)
+            made.append(node)
+            self.attached[volume_id] = (loop, made)
+
+    def _namespaces(self) -> list[Path]:
+        return list((self.sysfs_root / "block").glob("nvme*n1"))
+
+    def detach(self, volume_id: str) -> None:
+        with self.lock:
+            loop, made = self.attached.pop(volume_id, ("", []))
+            for path in made:
+                if path.is_symlink() or path.is_file():
+                    path.unlink()
+                else:
+                    subprocess.run(["rm", "-rf", str(path)], check=True)
+        if loop:
+            subprocess.run(["partx", "-d", loop], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", loop], check=True)
+
+    def snapshot(self, volume_id: str, snapshot_id: str) -> None:
+        source = self.volume_file(volume_id)
+        if source.exists():
+            copy = self.root / "snapshots" / f"{snapshot_id}.raw"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "--sparse=always", str(source), str(copy)], check=True)
+            self.data[snapshot_id] = copy
+
+    def delete(self, volume_id: str) -> None:
+        self.volume_file(volume_id).unlink(missing_ok=True)
+
+    def release(self) -> None:
+        for volume_id in list(self.attached):
+            self.detach(volume_id)
+
+
+def _wrap(
+    monkeypatch: pytest.MonkeyPatch,
+    cls: type,
+    name: str,
+    after: Callable[[Any, Any], None],
+) -> None:
+    """Patch ``cls.name`` to call ``after(response_object, result)`` once the original ran."""
+    original = getattr(cls, name)
+
+    def wrapped(self: Any) -> Any:
+        result = original(self)
+        after(self, result)
+        return result
+
+    monkeypatch.setattr(cls, name, wrapped)
+
+
+def _tags_of(params: dict[str, Any], resource_type: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for spec in params.get("TagSpecifications", ()):
+        if spec.get("ResourceType") == resource_type:
+            tags.update({tag["Key"]: tag["Value"] for tag in spec.get("Tags", ())})
+    return tags
+
+
+class MotoEc2:
+    """A moto server for EC2 and SSM with the patches above; see the module docstring."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+        self.root = root
+        self.calls: list[Call] = []
+        self.udev = Udev(root / "udev", root / "dev", root / "sys")
+        self.udev.device_root.mkdir(parents=True)
+        (self.udev.sysfs_root / "block").mkdir(parents=True)
+        monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+        self._patch(monkeypatch)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))
+        self.ec2 = self.client("ec2")
+        self.ssm = self.client("ssm")
+
+    def stop(self) -> None:
+        self.udev.release()
+        self.server.stop()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+
+    def environment(self, config_dir: Path) -> dict[str, str]:
+        """What ``aminate`` needs to reach this server and play on this host's udev."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.url + "/",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_CONFIG_FILE": str(config_dir / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "aws-credentials"),
+            "AMINATOR_CLOUD": "ec2",
+            "AMINATOR_EC2_DEVICE_ROOT": str(self.udev.device_root),
+            "AMINATOR_EC2_SYSFS_ROOT": str(self.udev.sysfs_root),
+            "AMINATOR_EC2_LOCK_DIR": str(self.root / "lock"),
+        }
+
+    def actions(self) -> set[str]:
+        """The IAM names of the calls made: ``ec2:CreateVolume``."""
+        return {f"{call.service}:{call.action}" for call in self.calls}
+
+    def requests(self, action: str) -> list[dict[str, Any]]:
+        return [call.params for call in self.calls if call.action == action]
+
+    # The host and its base images.
+
+    def host_instance(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        """Run an instance to be the bake host, and have the metadata service say so."""
+        host_image = self.ec2.register_image(
+            Name="bake-host",
+            RootDeviceName="/dev/xvda",
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+        )["ImageId"]
+        instance = self.ec2.run_instances(
+            ImageId=host_image,
+            MinCount=1,
+            MaxCount=1,
+            Placement={"AvailabilityZone": ZONE},
+        )["Instances"][0]
+        metadata = instance_metadata.INSTANCE_METADATA
+        monkeypatch.setitem(metadata, "instance-id", instance["InstanceId"])
+        monkeypatch.setitem(metadata, "placement/availability-zone", ZONE)
+        monkeypatch.setitem(metadata, "placement/region", REGION)
+        self.calls.clear()
+        return str(instance["InstanceId"])
+
+    def base_image(
+        self,
+        name: str,
+        raw: Path | None,
+        extra_mappings: tuple[dict[str, Any], ...] = (),
+        **attributes: Any,
+    ) -> str:
+        """A base AMI whose root snapshot holds the raw disk ``raw`` (None: no data)."""
+        volume = self.ec2.create_volume(AvailabilityZone=ZONE, Size=8)["VolumeId"]
+        snapshot = self.ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+        self.ec2.delete_volume(VolumeId=volume)
+        if raw is not None:
+            self.udev.data[snapshot] = raw
+        request: dict[str, Any] = {
+            "Name": name,
+            "Architecture": "x86_64",
+            "RootDeviceName": "/dev/xvda",
+            "VirtualizationType": "hvm",
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": "/dev/xvda",
+                    "Ebs": {"SnapshotId": snapshot, "VolumeSize": 8, "VolumeType": "gp3"},
+                },
+                *extra_mappings,
+            ],
+            "EnaSupport": True,
+            **attributes,
+        }
+        image_id = str(self.ec2.register_image(**request)["ImageId"])
+        self.calls.clear()
+        return image_id
+
+    # The patches.
+
+    def _patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original_call_action = BaseResponse.call_action
+        calls = self.calls
+
+        def recorded(response: BaseResponse) -> Any:
+            with contextlib.suppress(Exception):
+                service = str(response.service_name)
+                calls.append(Call(service, response._get_action(), dict(response._get_params())))
+            return original_call_action(response)
+
+        monkeypatch.setattr(BaseResponse, "call_action", recorded)
+
+        def registered(response: Any, result: Any) -> None:
+            params = response._get_params()
+            ami = response.ec2_backend.amis[result.result["ImageId"]]
+            ami.architecture = params.get("Architecture", "x86_64")
+            ami.root_device_name = params.get("RootDeviceName", "/dev/sda1")
+            ami.root_device_type = "ebs"
+            ami.virtualization_type = params.get("VirtualizationType", "hvm")
+            ami.boot_mode = params.get("BootMode")
+            ami.ena_support = params.get("EnaSupport", False)
+            ami.sriov = ami.sriov_net_support = params.get("SriovNetSupport")
+            ami.tpm_support = ami.tmp = params.get("TpmSupport")
+            ami.imds_support = ami.imds = params.get("ImdsSupport")
+            ami.uefi = params.get("UefiData")
+            ami.registered_mappings = params.get("BlockDeviceMappings", [])
+            ami.add_tags(_tags_of(params, "image"))
+
+        _wrap(monkeypatch, AmisResponse, "register_image", registered)
+
+        def mappings(ami: Any) -> list[dict[str, Any]]:
+            recorded_mappings = getattr(ami, "registered_mappings", None)
+            return recorded_mappings or original_mappings.fget(ami)
+
+        original_mappings = Ami.block_device_mappings
+        monkeypatch.setattr(Ami, "block_device_mappings", property(mappings))
+
+        udev = self.udev
+
+        def attached(response: Any, result: Any) -> None:
+            volume = response.ec2_backend.volumes[response._get_param("VolumeId")]
+            udev.attach(volume.id, volume.snapshot_id, response._get_param("Device"))
+
+        def detached(response: Any, result: Any) -> None:
+            udev.detach(response._get_param("VolumeId"))
+
+        def snapshotted(response: Any, result: Any) -> None:
+            udev.snapshot(response._get_param("VolumeId"), result.result.id)
+
+        def deleted(response: Any, result: Any) -> None:
+            udev.delete(response._get_param("VolumeId"))
+
+        _wrap(monkeypatch, ElasticBlockStore, "attach_volume", attached)
+        _wrap(monkeypatch, ElasticBlockStore, "detach_volume", detached)
+        _wrap(monkeypatch, ElasticBlockStore, "create_snapshot", snapshotted)
+        _wrap(monkeypatch, ElasticBlockStore, "delete_volume", deleted)
+
+
+@contextlib.contextmanager
+def moto_ec2(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[MotoEc2]:
+    moto = MotoEc2(monkeypatch, root)
+    try:
+        yield moto
+    finally:
+        moto.stop()
+
+
+def made_by_bakes(ec2: Any) -> dict[str, list[str]]:
+    """What carries the engine's bake-id tag: volumes, snapshots and images."""
+    tagged = [{"Name": "tag-key", "Values": ["aminator-ng:bake-id"]}]
+    return {
+        "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=tagged)["Volumes"]],
+        "snapshots": [
+            s["SnapshotId"]
+            for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=tagged)["Snapshots"]
+        ],
+        "images": [
+            i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=tagged)["Images"]
+        ],
+    }

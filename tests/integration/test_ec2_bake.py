@@ -1,0 +1,214 @@
+"""Whole EC2 bakes, the CLI run as a subprocess against a moto server in this process, on real
+data: the working volume is a loop device over a copy of the base snapshot's data (see
+tests/ec2moto.py), so mount, chroot and apt run for real, and the new snapshot's data is read
+back. What the engine asked of EC2 is asserted on the recorded requests, not on moto's record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.integration.conftest import Result, Workspace, dpkg_status, mounted_image
+
+pytestmark = pytest.mark.privileged
+
+UEFI_DATA = "QU1aTlVFRkkAAAAA"
+BASE_ATTRIBUTES: dict[str, Any] = {
+    "BootMode": "uefi-preferred",
+    "TpmSupport": "v2.0",
+    "ImdsSupport": "v2.0",
+    "SriovNetSupport": "simple",
+    "UefiData": UEFI_DATA,
+}
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
+    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
+        server.instance_id = server.host_instance(monkeypatch)
+        yield server
+        # Everything the engine asked of AWS is allowed by the documented policy.
+        assert server.actions() <= policy_actions()
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "workspace")
+
+
+EPHEMERAL = {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}
+
+
+@pytest.fixture
+def base_ami(moto: MotoEc2, base_raw: Path) -> str:
+    return moto.base_image(
+        "debian-12-base", base_raw, extra_mappings=(EPHEMERAL,), **BASE_ATTRIBUTES
+    )
+
+
+def aminate(space: Workspace, moto: MotoEc2, *args: str) -> Result:
+    return space.aminate(*args, env=moto.environment(space.scratch))
+
+
+def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    result = aminate(space, moto, "-b", base_ami, "--output", "json", str(debs["hello"]))
+    assert result.returncode == 0, result.stderr
+    baked = result.json()
+    assert baked["cloud"] == "ec2" and baked["base_image_id"] == base_ami
+    bake_id = baked["bake_id"]
+
+    [create_volume] = moto.requests("CreateVolume")
+    base_snapshot = moto.ec2.describe_images(ImageIds=[base_ami])["Images"][0][
+        "BlockDeviceMappings"
+    ][0]["Ebs"]["SnapshotId"]
+    assert create_volume["AvailabilityZone"] == ZONE
+    assert create_volume["SnapshotId"] == base_snapshot
+    assert create_volume["VolumeType"] == "gp3"
+    [volume_tags] = [spec["Tags"] for spec in create_volume["TagSpecifications"]]
+    assert {"Key": "aminator-ng:bake-id", "Value": bake_id} in volume_tags
+    assert {"Key": "aminator-ng:instance-id", "Value": moto.instance_id} in volume_tags
+    assert {"Key": "aminator-ng:purpose", "Value": "volume"} in volume_tags
+
+    [attach] = moto.requests("AttachVolume")
+    [detach] = moto.requests("DetachVolume")
+    assert attach["Device"] == "/dev/sdf" and attach["InstanceId"] == moto.instance_id
+    assert detach == {key: attach[key] for key in ("VolumeId", "InstanceId", "Device")}
+
+    [snapshot_request] = moto.requests("CreateSnapshot")
+    assert snapshot_request["VolumeId"] == attach["VolumeId"]
+    [register] = moto.requests("RegisterImage")
+    new_snapshot = register["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    assert new_snapshot != base_snapshot
+    assert register["Name"] == baked["name"]
+    assert register["Architecture"] == "x86_64"
+    assert register["RootDeviceName"] == "/dev/xvda"
+    assert register["VirtualizationType"] == "hvm"
+    assert register["EnaSupport"] is True
+    assert register["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"
+    assert register["BlockDeviceMappings"][0]["Ebs"]["VolumeType"] == "gp3"
+    assert register["BlockDeviceMappings"][1:] == [EPHEMERAL]
+    for key, value in BASE_ATTRIBUTES.items():
+        assert register[key] == value, key
+    image_tags = {t["Key"]: t["Value"] for t in register["TagSpecifications"][0]["Tags"]}
+    assert image_tags["aminator-ng:bake-id"] == bake_id
+    assert image_tags["appversion"] == baked["tags"]["appversion"]
+
+    snapshot = moto.ec2.describe_snapshots(SnapshotIds=[new_snapshot])["Snapshots"][0]
+    snapshot_tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}
+    assert snapshot_tags["aminator-ng:bake-id"] == bake_id
+    assert snapshot_tags["appversion"] == baked["tags"]["appversion"]
+    assert snapshot_tags["Name"] == baked["name"]
+
+    left = made_by_bakes(moto.ec2)
+    assert left == {"volumes": [], "snapshots": [new_snapshot], "images": [baked["image_id"]]}
+    with mounted_image(moto.udev.data[new_snapshot], space.scratch / "baked") as root:
+        assert dpkg_status(root, "hello") == "ii"
+
+    # The policy allows nothing a bake does not use: the rest is for failures and SSM names.
+    failure_only = {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ssm:GetParameter"}
+    assert policy_actions() - failure_only == moto.actions()
+
+    listed = aminate(space, moto, "images", "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    [image] = listed.json()
+    assert image["image_id"] == baked["image_id"] and image["snapshot_id"] == new_snapshot
+    assert image["base_image_id"] == base_ami
+
+
+def test_a_device_that_never_appears_fails_after_the_attach_timeout(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    moto.udev.mode = "never"
+    began = time.monotonic()
+    result = aminate(
+        space, moto, "-b", base_ami, "--attach-timeout", "3", "--output", "json", str(debs["hello"])
+    )
+    elapsed = time.monotonic() - began
+    assert result.returncode == 1, result.stderr
+    [attach] = moto.requests("AttachVolume")
+    error = result.json()["error"]
+    assert error["step"] == "attach"
+    assert attach["VolumeId"] in error["message"] and "/dev/sdf" in error["message"]
+    assert "within 3 s" in error["message"]
+    assert elapsed >= 3
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    assert moto.requests("DetachVolume")
+
+
+def test_two_bakes_at_once_take_different_attachment_points(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    env = moto.environment(space.scratch)
+    processes = [
+        space.start("-b", base_ami, "-s", suffix, "--output", "json", str(debs["hello"]), env=env)
+        for suffix in ("one", "two")
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+    devices = [request["Device"] for request in moto.requests("AttachVolume")]
+    assert sorted(devices) == ["/dev/sdf", "/dev/sdg"]
+    assert len(made_by_bakes(moto.ec2)["images"]) == 2
+
+
+def test_attachment_points_taken_here_or_in_ec2_are_skipped(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    other = moto.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    moto.ec2.attach_volume(VolumeId=other, InstanceId=moto.instance_id, Device="/dev/sdf")
+    (moto.udev.device_root / "xvdg").touch()  # a device node of something else on this host
+    moto.calls.clear()
+    result = aminate(space, moto, "-b", base_ami, "--output", "json", str(debs["hello"]))
+    assert result.returncode == 0, result.stderr
+    assert [request["Device"] for request in moto.requests("AttachVolume")] == ["/dev/sdh"]
+    moto.ec2.detach_volume(VolumeId=other, InstanceId=moto.instance_id, Device="/dev/sdf")
+
+
+def test_base_and_export_are_not_supported_on_ec2(moto: MotoEc2, space: Workspace) -> None:
+    for args in (("base", "import", "x", "/dev/null"), ("export", "ami-12345678", "x.raw")):
+        result = aminate(space, moto, *args)
+        assert result.returncode == 2, result.stderr
+        assert "not supported on ec2" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+STEPS = [
+    "resolve_base",
+    "create_volume",
+    "attach",
+    "mount",
+    "detect_distro",
+    "chroot_setup",
+    "install",
+    "inspect",
+    "name",
+    "chroot_teardown",
+    "unmount",
+    "detach",
+    "snapshot",
+    "delete_volume",
+    "register",
+    "publish",
+]
+
+
+@pytest.mark.parametrize("when", ["enter", "exit"])
+@pytest.mark.parametrize("step", STEPS)
+def test_fault_at_step_of_an_ec2_bake_leaves_nothing(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path], step: str, when: str
+) -> None:
+    env = {**moto.environment(space.scratch), "AMINATOR_TEST_FAULT": f"{step}:{when}"}
+    result = space.aminate("-b", base_ami, "--output", "json", str(debs["hello"]), env=env)
+    assert result.returncode == 1, result.stderr
+    error = result.json()["error"]
+    assert error["step"] == step
+    assert f"fault injected on {when} of step {step}" in error["message"]
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    assert not moto.udev.attached

@@ -1,0 +1,168 @@
+"""The EC2 backend's failure paths, against the moto server of tests/ec2moto.py (no devices
+are attached for real here: the udev player has no data for these volumes)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.ec2.exceptions import InvalidParameterValueError
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.responses.amis import AmisResponse
+
+from aminator_ec2.backend import Ec2Cloud
+from aminator_ng.api import (
+    BakeTimeoutError,
+    CloudError,
+    ConfigError,
+    ConflictError,
+    EngineSettings,
+    ImageSpec,
+    Snapshot,
+    file_lock,
+)
+from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
+    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
+        server.instance_id = server.host_instance(monkeypatch)
+        for name, value in server.environment(tmp_path).items():
+            monkeypatch.setenv(name, value)
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_RETRY_MODE"):
+            monkeypatch.delenv(name, raising=False)
+        yield server
+        # Everything the backend asked of AWS is allowed by the documented policy.
+        assert server.actions() <= policy_actions()
+
+
+@pytest.fixture
+def cloud(moto: MotoEc2, tmp_path: Path) -> Ec2Cloud:
+    settings = EngineSettings(
+        plugin_settings={
+            "ec2": {
+                "attach_timeout": 1.0,
+                "device_root": moto.udev.device_root,
+                "sysfs_root": moto.udev.sysfs_root,
+                "lock_dir": tmp_path / "lock",
+            }
+        }
+    )
+    return Ec2Cloud(settings)
+
+
+@pytest.fixture
+def base_ami(moto: MotoEc2) -> str:
+    return moto.base_image("debian-12-base", None)
+
+
+def test_an_attachment_point_ec2_refuses_is_skipped_with_one_volume(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = EBSBackend.attach_volume
+
+    def refuse_sdf(self: Any, volume_id: str, instance_id: str, device: str, *a: Any) -> Any:
+        if device == "/dev/sdf":
+            raise InvalidParameterValueError(f"Attachment point {device} is already in use")
+        return original(self, volume_id, instance_id, device, *a)
+
+    monkeypatch.setattr(EBSBackend, "attach_volume", refuse_sdf)
+    base = cloud.resolve_base(base_ami)
+    with cloud.volume(base, "bake1") as volume:
+        volume_ec2 = moto.ec2.describe_volumes(VolumeIds=[volume.volume_id])["Volumes"][0]
+        assert volume_ec2["AvailabilityZone"] == ZONE
+        with (
+            pytest.raises(BakeTimeoutError, match="no block device appeared"),
+            cloud.attached(volume, "bake1"),
+        ):
+            pass
+    devices = [request["Device"] for request in moto.requests("AttachVolume")]
+    assert devices == ["/dev/sdf", "/dev/sdg"]
+    assert len(moto.requests("CreateVolume")) == 1
+    assert [r["Device"] for r in moto.requests("DetachVolume")] == ["/dev/sdg"]
+    assert made_by_bakes(moto.ec2)["volumes"] == []
+
+
+def test_no_free_attachment_point_is_a_conflict_naming_each(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, tmp_path: Path
+) -> None:
+    base = cloud.resolve_base(base_ami)
+    with (
+        cloud.volume(base, "bake1") as volume,
+        every_point_locked(tmp_path / "lock"),
+        pytest.raises(ConflictError, match="no free attachment point") as raised,
+        cloud.attached(volume, "bake1"),
+    ):
+        pass
+    assert "/dev/sdp (locked by another bake)" in str(raised.value)
+    assert moto.requests("AttachVolume") == []
+
+
+@contextlib.contextmanager
+def every_point_locked(lock_dir: Path) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for letter in "fghijklmnop":
+            stack.enter_context(file_lock(lock_dir / f"aminator-ng-attach-sd{letter}.lock"))
+        yield
+
+
+def test_a_failure_after_registration_deregisters_and_a_lost_answer_too(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = cloud.resolve_base(base_ami)
+    snapshot_id = moto.ec2.describe_images(ImageIds=[base_ami])["Images"][0]["BlockDeviceMappings"][
+        0
+    ]["Ebs"]["SnapshotId"]
+    spec = ImageSpec("hello-1.0", "hello", {"appversion": "hello-1.0"}, (), base)
+    snapshot = Snapshot(snapshot_id, "vol-1", 8 << 30)
+    with pytest.raises(RuntimeError), cloud.registered(snapshot, spec, "bake1"):
+        raise RuntimeError("publish failed")
+    assert made_by_bakes(moto.ec2)["images"] == []
+
+    original = AmisResponse.register_image
+
+    def registered_then_lost(self: Any) -> Any:
+        original(self)
+        raise InvalidParameterValueError("the answer was lost")
+
+    monkeypatch.setattr(AmisResponse, "register_image", registered_then_lost)
+    with (
+        pytest.raises(CloudError, match=r"RegisterImage hello-1\.0 failed"),
+        cloud.registered(snapshot, spec, "bake2"),
+    ):
+        pass
+    assert made_by_bakes(moto.ec2)["images"] == []
+    assert "ec2:DeregisterImage" in moto.actions()
+
+
+def test_a_name_taken_is_a_conflict(moto: MotoEc2, cloud: Ec2Cloud, base_ami: str) -> None:
+    with pytest.raises(ConflictError, match=f"debian-12-base exists already \\({base_ami}\\)"):
+        cloud.check_name_available("debian-12-base")
+    cloud.check_name_available("hello-1.0")
+
+
+def test_a_region_other_than_the_hosts_is_refused(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    with pytest.raises(ConfigError, match="eu-west-1 is not this bake host's region us-east-1"):
+        cloud.resolve_base(base_ami)
+
+
+def test_an_ssm_parameter_names_the_base(moto: MotoEc2, cloud: Ec2Cloud, base_ami: str) -> None:
+    moto.ssm.put_parameter(Name="/bakery/debian-12", Value=base_ami, Type="String")
+    moto.calls.clear()
+    assert cloud.resolve_base("resolve:ssm:/bakery/debian-12").image_id == base_ami
+    assert "ssm:GetParameter" in moto.actions()
+
+
+def test_release_commands_name_the_resource_and_region(moto: MotoEc2, cloud: Ec2Cloud) -> None:
+    assert cloud.release_command("volume", "vol-1") == (
+        "aws ec2 delete-volume --volume-id vol-1 --region us-east-1"
+    )
+    assert cloud.release_command("snapshot", "snap-1").startswith("aws ec2 delete-snapshot")
+    assert cloud.release_command("image", "ami-1").startswith("aws ec2 deregister-image")
