@@ -45,6 +45,8 @@ def create_base(
     layout: str = "gpt",
     filesystem: str = "ext4",
 ) -> Image:
+    if not cloud.imports_images:
+        raise cloud.import_not_supported()
     require_root("aminate base create")
     size_bytes = check_disk_size(size_bytes, layout, filesystem)
     require_tools((*BASE_TOOLS, *required_tools(layout, filesystem)))

@@ -26,6 +26,8 @@ class CloudBackend(abc.ABC):
 
     #: The name ``--cloud`` selects.
     name: ClassVar[str]
+    #: Whether ``import_image`` is offered: ``base create`` checks it before bootstrapping.
+    imports_images: ClassVar[bool] = False
 
     def required_tools(self) -> list[str]:
         """Host tools this backend runs, checked before a bake acquires anything."""
@@ -81,8 +83,14 @@ class CloudBackend(abc.ABC):
     def import_image(
         self, name: str, raw_disk: Path, description: str, tags: Mapping[str, str]
     ) -> Image:
-        """Register a raw disk image file as a base image."""
-        raise NotSupportedError(f"importing a base image is not supported on {self.name}")
+        """Register a raw disk image file as a base image (when ``imports_images``)."""
+        raise self.import_not_supported()
+
+    def import_not_supported(self) -> NotSupportedError:
+        return NotSupportedError(
+            f"importing a base image is not supported on {self.name}",
+            hint="make base images with the cloud's own tools, or bake with --cloud local",
+        )
 
     def export_image(self, image_id: str, destination: Path) -> None:
         """Write an image's disk out as a raw file."""

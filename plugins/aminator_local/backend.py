@@ -33,6 +33,7 @@ class LocalCloud(CloudBackend):
     """Images in a SQLite store under ``$AMINATOR_HOME``; a volume is a loop device over a file."""
 
     name = "local"
+    imports_images = True
 
     def __init__(self, settings: EngineSettings) -> None:
         self.store = Store(settings.home)

@@ -5,6 +5,7 @@ back. What the engine asked of EC2 is asserted on the recorded requests, not on 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,9 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     [image] = listed.json()
     assert image["image_id"] == baked["image_id"] and image["snapshot_id"] == new_snapshot
     assert image["base_image_id"] == base_ami
+    shown = aminate(space, moto, "images", "show", baked["image_id"], "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.json()["name"] == baked["name"]
 
 
 def test_a_device_that_never_appears_fails_after_the_attach_timeout(
@@ -171,12 +175,45 @@ def test_attachment_points_taken_here_or_in_ec2_are_skipped(
     moto.ec2.detach_volume(VolumeId=other, InstanceId=moto.instance_id, Device="/dev/sdf")
 
 
+def test_preserve_on_error_keeps_the_volume_and_says_how_to_release_it(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    result = aminate(
+        space, moto, "-b", base_ami, "--preserve-on-error", "--output", "json", str(debs["failing"])
+    )
+    assert result.returncode == 1, result.stderr
+    preserved = result.json()["preserved"]
+    assert [entry["kind"] for entry in preserved] == ["mount", "device", "volume"]
+    kept = {entry["kind"]: entry for entry in preserved}
+    [attach] = moto.requests("AttachVolume")
+    volume_id = attach["VolumeId"]
+    assert made_by_bakes(moto.ec2)["volumes"] == [volume_id]
+    assert kept["device"]["release"] == (
+        f"aws ec2 detach-volume --volume-id {volume_id} --instance-id {moto.instance_id} "
+        "--device /dev/sdf --region us-east-1"
+    )
+    assert kept["volume"]["release"] == (
+        f"aws ec2 delete-volume --volume-id {volume_id} --region us-east-1"
+    )
+    # What the printed commands do, done here through the API (no AWS CLI on the test host).
+    assert os.system(kept["mount"]["release"]) == 0
+    moto.ec2.detach_volume(VolumeId=volume_id, InstanceId=moto.instance_id, Device="/dev/sdf")
+    moto.ec2.delete_volume(VolumeId=volume_id)
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    assert not moto.udev.attached
+
+
 def test_base_and_export_are_not_supported_on_ec2(moto: MotoEc2, space: Workspace) -> None:
-    for args in (("base", "import", "x", "/dev/null"), ("export", "ami-12345678", "x.raw")):
+    for args in (
+        ("base", "create", "debian-12"),
+        ("base", "import", "x", "/dev/null"),
+        ("export", "ami-12345678", "x.raw"),
+    ):
         result = aminate(space, moto, *args)
         assert result.returncode == 2, result.stderr
         assert "not supported on ec2" in result.stderr
         assert "Traceback" not in result.stderr
+    assert moto.calls == []  # refused before anything was asked of AWS
 
 
 STEPS = [
