@@ -28,6 +28,26 @@ from tests.integration.debs import build_deb
 REPO = Path(__file__).resolve().parents[2]
 BASE_NAME = "debian-12"
 BASE_SIZE = "1G"
+#: Every step of a bake, in order, as the fault matrices inject failures into them.
+BAKE_STEPS = [
+    "read_packages",
+    "resolve_base",
+    "create_volume",
+    "attach",
+    "mount",
+    "detect_distro",
+    "chroot_setup",
+    "install",
+    "inspect",
+    "name",
+    "chroot_teardown",
+    "unmount",
+    "detach",
+    "snapshot",
+    "delete_volume",
+    "register",
+    "publish",
+]
 
 
 @dataclass

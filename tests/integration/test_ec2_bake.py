@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
-from tests.integration.conftest import Result, Workspace, dpkg_status, mounted_image
+from tests.integration.conftest import BAKE_STEPS, Result, Workspace, dpkg_status, mounted_image
 
 pytestmark = pytest.mark.privileged
 
@@ -216,28 +216,8 @@ def test_base_and_export_are_not_supported_on_ec2(moto: MotoEc2, space: Workspac
     assert moto.calls == []  # refused before anything was asked of AWS
 
 
-STEPS = [
-    "resolve_base",
-    "create_volume",
-    "attach",
-    "mount",
-    "detect_distro",
-    "chroot_setup",
-    "install",
-    "inspect",
-    "name",
-    "chroot_teardown",
-    "unmount",
-    "detach",
-    "snapshot",
-    "delete_volume",
-    "register",
-    "publish",
-]
-
-
 @pytest.mark.parametrize("when", ["enter", "exit"])
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", BAKE_STEPS)
 def test_fault_at_step_of_an_ec2_bake_leaves_nothing(
     moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path], step: str, when: str
 ) -> None:

@@ -7,33 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BASE_NAME, Workspace
+from tests.integration.conftest import BAKE_STEPS, BASE_NAME, Workspace
 
 pytestmark = pytest.mark.privileged
 
-STEPS = [
-    "read_packages",
-    "resolve_base",
-    "create_volume",
-    "attach",
-    "mount",
-    "detect_distro",
-    "chroot_setup",
-    "install",
-    "inspect",
-    "name",
-    "chroot_teardown",
-    "unmount",
-    "detach",
-    "snapshot",
-    "delete_volume",
-    "register",
-    "publish",
-]
-
 
 @pytest.mark.parametrize("when", ["enter", "exit"])
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", BAKE_STEPS)
 def test_fault_at_step(workspace: Workspace, debs: dict[str, Path], step: str, when: str) -> None:
     result = workspace.aminate(
         "-b",
