@@ -6,6 +6,7 @@ back. What the engine asked of EC2 is asserted on the recorded requests, not on 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import Any
 import pytest
 
 from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
-from tests.integration.conftest import BAKE_STEPS, Result, Workspace, dpkg_status, mounted_image
+from tests.integration.conftest import (
+    BAKE_STEPS,
+    Result,
+    Workspace,
+    dpkg_status,
+    mounted_image,
+    wait_for_postinst,
+)
 
 pytestmark = pytest.mark.privileged
 
@@ -199,6 +207,20 @@ def test_preserve_on_error_keeps_the_volume_and_says_how_to_release_it(
     assert os.system(kept["mount"]["release"]) == 0
     moto.ec2.detach_volume(VolumeId=volume_id, InstanceId=moto.instance_id, Device="/dev/sdf")
     moto.ec2.delete_volume(VolumeId=volume_id)
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    assert not moto.udev.attached
+
+
+def test_sigterm_during_the_install_releases_what_the_bake_made(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path]
+) -> None:
+    process = space.start("-b", base_ami, str(debs["slow"]), env=moto.environment(space.scratch))
+    wait_for_postinst(space, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert moto.requests("DetachVolume") and moto.requests("DeleteVolume")
     assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
     assert not moto.udev.attached
 
