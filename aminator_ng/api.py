@@ -47,10 +47,10 @@ from aminator_ng.model import (
     SourceLine,
     Volume,
 )
-from aminator_ng.provisioner import Provisioner
+from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 
 __all__ = [
     "API_VERSION",
@@ -99,4 +99,5 @@ __all__ = [
     "replaced_file",
     "resolve_in_root",
     "run",
+    "staged_package_files",
 ]

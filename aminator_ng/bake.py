@@ -312,7 +312,11 @@ class Bake:
             facts = self._facts(base, packages, manifest, distro)
             name = self._image_name(facts)
             cloud.check_name_available(name)
-            tags = {**self.hooks.image_tags(facts), **self.request.tags}
+            tags = {
+                **self.hooks.image_tags(facts),
+                **provisioner.image_tags(),
+                **self.request.tags,
+            }
             description = self.hooks.image_description(facts) or f"{name}, from {base.name}"
         device_stack.close()  # chroot_teardown, unmount, detach
 
@@ -406,7 +410,7 @@ class Bake:
             if info is None:
                 raise RequestError(f"package {request.name} is not installed after the install")
             pinned = request.pinned_version
-            if pinned is not None and pinned.removeprefix("0:") != info.full_version:
+            if pinned is not None and not provisioner.satisfies_pin(info, pinned):
                 raise BakeError(
                     f"package {request.name} is at version {info.full_version} after the "
                     f"install, not the pinned {pinned}"

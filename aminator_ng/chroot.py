@@ -154,22 +154,46 @@ def _restore(path: Path, saved: _SavedFile) -> None:
         _write_new(path, saved.content, saved.mode, saved.uid, saved.gid)
 
 
+def _still_ours(path: Path, written: os.stat_result) -> bool:
+    """Whether ``path`` is still the very file the bake wrote (a package manager installs a
+    new file by renaming over it, which changes the inode)."""
+    try:
+        now = path.lstat()
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (written.st_dev, written.st_ino)
+
+
 @contextlib.contextmanager
 def replaced_file(
-    chroot: Chroot, inside: str, content: bytes, *, mode: int = 0o644
+    chroot: Chroot,
+    inside: str,
+    content: bytes,
+    *,
+    mode: int = 0o644,
+    keep_if_replaced: bool = False,
 ) -> Iterator[Path]:
     """A file inside the image replaced for the context, then restored exactly as it was:
-    the same bytes and mode, the same symlink, or absent again."""
+    the same bytes and mode, the same symlink, or absent again.
+
+    With ``keep_if_replaced`` a file that something else (a package's new version) put in
+    place of the replacement during the context is kept, not overwritten with the old one.
+    """
     path = chroot.path(inside, follow_last=False)
     if not path.parent.is_dir():
         raise BakeError(f"cannot place {inside} in the image: {path.parent} is not a directory")
     saved = _save(path)
+    written: os.stat_result | None = None
     try:
         _write_new(path, content, mode)
+        written = path.lstat()
         log.debug("replaced %s in the image (was %s)", inside, saved.kind)
         yield path
     finally:
-        _restore(path, saved)
+        if keep_if_replaced and written is not None and not _still_ours(path, written):
+            log.warning("a package replaced %s during the bake; keeping its version", inside)
+        else:
+            _restore(path, saved)
 
 
 def kill_processes_under(root: Path, grace_s: float = 3.0) -> list[tuple[int, str]]:

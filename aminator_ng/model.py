@@ -145,14 +145,16 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 class Repository:
     """A repository added to the image for one bake (``--repo``), gone from it afterwards.
 
-    Either a host ``directory`` of package files or an apt ``source`` line. ``keys`` are host key
-    files (OpenPGP, armored or binary) that sign the source.
+    One of: a host ``directory`` of package files, an apt ``source`` line, or the ``url`` of a
+    repository's root (a dnf baseurl: ``https://...``, ``file:///...``). ``keys`` are host key
+    files (OpenPGP, armored or binary) that sign a source line or a URL repository.
     """
 
     #: As the operator wrote it; error messages name it.
     spec: str
     directory: Path | None = None
     source: SourceLine | None = None
+    url: str | None = None
     keys: tuple[Path, ...] = ()
     #: For a directory: where the engine bind-mounted it, read-only, inside the image for the
     #: chroot's lifetime. The directory above it is the provisioner's to write an index into.
@@ -160,8 +162,10 @@ class Repository:
 
     @property
     def kind(self) -> str:
-        """Either "directory" or "source"."""
-        return "directory" if self.directory is not None else "source"
+        """One of "directory", "source" or "url"."""
+        if self.directory is not None:
+            return "directory"
+        return "url" if self.url is not None else "source"
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import ClassVar
 
-from aminator_ng.chroot import Chroot
+from aminator_ng.chroot import Chroot, created_directories
 from aminator_ng.errors import RequestError
 from aminator_ng.model import ManifestEntry, PackageInfo, PackageRequest, Repository
 
@@ -41,6 +42,19 @@ class Provisioner(abc.ABC):
             )
         return contextlib.nullcontext()
 
+    def satisfies_pin(self, installed: PackageInfo, pinned: str) -> bool:
+        """Whether the installed package is the version a ``NAME=VERSION`` spec asked for.
+
+        Checked after the install, for every pinned name. The default wants the exact
+        ``[epoch:]version[-release]``, an epoch of 0 being no epoch.
+        """
+        return pinned.removeprefix("0:") == installed.full_version
+
+    def image_tags(self) -> Mapping[str, str]:
+        """Tags that record how this provisioner installed (signature checking turned off,
+        say). Merged over the finalizers' tags; ``--tag`` still overrides them."""
+        return {}
+
     @abc.abstractmethod
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         """Install package files and names in one transaction, dependencies included.
@@ -57,3 +71,28 @@ class Provisioner(abc.ABC):
     @abc.abstractmethod
     def manifest(self, chroot: Chroot) -> list[ManifestEntry]:
         """Every package installed in the image."""
+
+
+#: Where package files are copied inside the image for the install, then removed.
+STAGING_DIR = "/var/cache/aminator-ng/packages"
+
+
+@contextlib.contextmanager
+def staged_package_files(chroot: Chroot, packages: Sequence[PackageRequest]) -> Iterator[list[str]]:
+    """The requests' package files copied into the image for the context, as paths the chroot
+    sees (in request order); removed again on leaving, with the directories made for them."""
+    files = [p.path for p in packages if p.path is not None]
+    if not files:
+        yield []
+        return
+    with created_directories(chroot, STAGING_DIR) as staging:
+        try:
+            inside: list[str] = []
+            for index, path in enumerate(files):
+                name = f"{index:02d}-{path.name}"
+                shutil.copyfile(path, staging / name)
+                inside.append(f"{STAGING_DIR}/{name}")
+            yield inside
+        finally:
+            for leftover in staging.iterdir():
+                leftover.unlink()

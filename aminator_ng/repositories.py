@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -20,8 +21,10 @@ log = logging.getLogger(__name__)
 PACKAGE_FILE_SUFFIXES = (".deb", ".rpm")
 REPOSITORY_HINT = (
     "--repo takes an apt one-line source, 'deb [options] URI suite [component...]', "
-    "or a directory of package files"
+    "a repository URL (a dnf baseurl), or a directory of package files"
 )
+#: A repository's root URL, as dnf's baseurl takes it.
+_REPOSITORY_URL = re.compile(r"^(?:https?|ftp)://[^\s/]+\S*$|^file:///\S+$")
 #: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth.
 REPOSITORY_MOUNTS = "/var/cache/aminator-ng/repos"
 #: Nothing in a repository directory is changed or run from inside the image.
@@ -54,8 +57,9 @@ def _holds_package_files(directory: Path) -> bool:
 def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repository, ...]:
     """Check every ``--repo`` and ``--repo-key`` before anything is acquired.
 
-    An existing directory is a directory repository; anything else must be an apt one-line
-    source. The keys sign every source line that does not name its own ``signed-by``.
+    An existing directory is a directory repository, ``http(s)://``, ``ftp://`` and ``file:///``
+    a repository URL; anything else must be an apt one-line source. The keys sign every URL and
+    every source line that does not name its own ``signed-by``.
     """
     key_files = tuple(read_repository_key(key) for key in keys)
     repositories: list[Repository] = []
@@ -73,6 +77,8 @@ def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repos
                 raise RequestError(f"bad --repo {spec!r}: {exc}", hint=REPOSITORY_HINT) from exc
             signing = () if "signed-by" in source.option_names() else key_files
             repositories.append(Repository(spec, source=source, keys=signing))
+        elif _REPOSITORY_URL.match(text):
+            repositories.append(Repository(spec, url=text, keys=key_files))
         elif not text or any(c.isspace() for c in text):
             raise RequestError(
                 f"bad --repo {spec!r}: neither a source line nor a directory",
@@ -82,8 +88,10 @@ def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repos
             raise NotFoundError(f"repository directory not found: {spec}", hint=REPOSITORY_HINT)
     if key_files and not any(r.keys for r in repositories):
         raise RequestError(
-            "--repo-key signs --repo source lines, and there is none without its own signed-by",
-            hint="give the repository as --repo 'deb URI suite component', with its key",
+            "--repo-key signs --repo source lines and URLs, and there is none without its own "
+            "signed-by",
+            hint="give the repository as --repo 'deb URI suite component' or --repo URL, "
+            "with its key",
         )
     return tuple(repositories)
 

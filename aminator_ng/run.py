@@ -36,6 +36,7 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS
 TOOL_PACKAGES: dict[str, str] = {
     "blkid": "util-linux",
     "chroot": "coreutils",
+    "createrepo_c": "createrepo-c",
     "cp": "coreutils",
     "dpkg-deb": "dpkg",
     "dpkg-scanpackages": "dpkg-dev",
@@ -47,6 +48,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "mmdebstrap": "mmdebstrap",
     "mount": "mount",
     "partx": "util-linux",
+    "rpm": "rpm",
     "sfdisk": "fdisk",
     "sync": "coreutils",
     "umount": "mount",

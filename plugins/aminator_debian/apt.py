@@ -24,6 +24,7 @@ from aminator_ng.api import (
     Provisioner,
     Repository,
     RequestError,
+    staged_package_files,
 )
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ APT_OPTIONS = [
 #: With repositories added, one that cannot be fetched fails the update instead of a warning
 #: (``--error-on=any``, written as the option that apt older than 1.9.11 ignores).
 STRICT_UPDATE = ["-o", "APT::Update::Error-Mode=any"]
-#: Where package files are copied inside the image for the install, then removed.
-STAGING_DIR = "/var/cache/aminator-ng/packages"
 MANIFEST_FORMAT = (
     "\\t".join(
         [
@@ -62,30 +61,6 @@ _SCRIPT_FAILED = re.compile(
     r"(?:installed|new) \S+ package ((?:pre|post)-(?:installation|removal) script)"
     r" subprocess returned error exit status (\d+)"
 )
-
-
-@contextlib.contextmanager
-def staged_files(chroot: Chroot, packages: Sequence[PackageRequest]) -> Iterator[list[str]]:
-    """Package files copied into the image, as paths the chroot sees; removed afterwards."""
-    files = [p for p in packages if p.path is not None]
-    if not files:
-        yield []
-        return
-    staging = chroot.path(STAGING_DIR)
-    created_parent = not staging.parent.exists()
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        inside: list[str] = []
-        for index, request in enumerate(files):
-            assert request.path is not None
-            name = f"{index:02d}-{request.path.name}"
-            shutil.copyfile(request.path, staging / name)
-            inside.append(f"{STAGING_DIR}/{name}")
-        yield inside
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_parent:
-            shutil.rmtree(staging.parent, ignore_errors=True)
 
 
 def _is_real_dir(path: Path) -> bool:
@@ -197,7 +172,7 @@ class AptProvisioner(Provisioner):
         ]
         with lists_cleaned(apt):
             self._update(apt)
-            with staged_files(chroot, packages) as files:
+            with staged_package_files(chroot, packages) as files:
                 targets = files + [p.spec for p in packages if not p.is_file]
                 try:
                     apt.run(
@@ -214,6 +189,12 @@ class AptProvisioner(Provisioner):
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]
     ) -> Iterator[None]:
+        for repository in repositories:
+            if repository.url is not None:
+                raise RequestError(
+                    f"apt needs a one-line source, not a bare URL: --repo {repository.spec}",
+                    hint=f"write it as --repo 'deb {repository.url} SUITE COMPONENT'",
+                )
         apt = self._apt(chroot)
         # Left last: no package lists from the repositories stay, even when install never ran.
         with lists_cleaned(apt), written_sources(apt, repositories):

@@ -23,6 +23,7 @@ from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_no
 from aminator_ng.mount import mounted
 from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.hoststate import held_under, processes_rooted_under, release_everything_under
+from tests.integration import rpms
 from tests.integration.debs import build_deb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,8 @@ class Result:
 class Workspace:
     """One test's own AMINATOR_HOME and log directory, and the CLI run against them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, base_name: str = BASE_NAME) -> None:
+        self.base_name = base_name
         self.home = root / "home"
         self.log_dir = root / "log"
         self.scratch = root / "scratch"
@@ -119,7 +121,7 @@ class Workspace:
         return images
 
     def baked_images(self) -> list[dict[str, Any]]:
-        return [image for image in self.images() if image["name"] != BASE_NAME]
+        return [image for image in self.images() if image["name"] != self.base_name]
 
     def _rows(self, query: str) -> list[tuple[Any, ...]]:
         database = self.home / "store.sqlite3"
@@ -229,6 +231,77 @@ def workspace(tmp_path: Path, base_raw: Path) -> Iterator[Workspace]:
     """A store of the test's own holding the base; on teardown, nothing may be left."""
     space = Workspace(tmp_path)
     imported = space.aminate("base", "import", BASE_NAME, str(base_raw))
+    assert imported.returncode == 0, imported.stderr
+    try:
+        yield space
+        space.assert_nothing_left()
+    finally:
+        release_everything_under(str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def rpm_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test RPMs, unsigned; the ones the synthetic root's repository serves are signed there."""
+    out = tmp_path_factory.mktemp("rpms")
+    corrupt = out / "corrupt-1.0-1.noarch.rpm"
+    corrupt.write_bytes(rpms.RPM_LEAD + os.urandom(200))
+    return {
+        "sh_provider": rpms.build_rpm(out, "sh-provider", provides=["/bin/sh"], files=False),
+        "lib_1.0": rpms.build_rpm(out, "greeting-lib", "1.0"),
+        "lib_1.1": rpms.build_rpm(out, "greeting-lib", "1.1"),
+        "greeter": rpms.build_rpm(
+            out, "greeter", requires=["greeting-lib"], post=rpms.GREETER_POST
+        ),
+        "failing": rpms.build_rpm(
+            out, "broken", post="echo 'broken: refusing to configure' >&2\nexit 3"
+        ),
+        "unresolvable": rpms.build_rpm(out, "needy", requires=["no-such-capability"]),
+        "foreign_arch": rpms.build_rpm(out, "armthing", arch="aarch64"),
+        "extra": rpms.build_rpm(out, "extra-tool", "2.0"),
+        "corrupt": corrupt,
+    }
+
+
+@pytest.fixture(scope="session")
+def rpm_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, rpms.SigningKey]:
+    out = tmp_path_factory.mktemp("gnupg")
+    return {
+        "image": rpms.SigningKey(out / "image", "image-packages@example.org"),
+        "vendor": rpms.SigningKey(out / "vendor", "vendor-packages@example.org"),
+    }
+
+
+@pytest.fixture(scope="session")
+def rpm_base_raw(
+    tmp_path_factory: pytest.TempPathFactory,
+    rpm_files: dict[str, Path],
+    rpm_keys: dict[str, rpms.SigningKey],
+) -> Path:
+    """The synthetic RPM-managed root as a whole-disk ext4 image, built once per session."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    out = tmp_path_factory.mktemp("rpm-base")
+    tree = out / "tree"
+    rpms.build_synthetic_root(
+        tree,
+        rpm_files["sh_provider"],
+        rpm_keys["image"],
+        served=[rpm_files["lib_1.0"], rpm_files["lib_1.1"]],
+        unconfigured={
+            "unsigned": ([rpm_files["extra"]], None),
+            "vendor": ([rpm_files["extra"]], rpm_keys["vendor"]),
+        },
+    )
+    raw = rpms.make_raw(tree, out / "base.raw")
+    shutil.rmtree(tree)
+    return raw
+
+
+@pytest.fixture
+def rpm_space(tmp_path: Path, rpm_base_raw: Path) -> Iterator[Workspace]:
+    """A store of the test's own holding the synthetic RPM base; nothing may be left."""
+    space = Workspace(tmp_path, base_name=rpms.BASE_NAME)
+    imported = space.aminate("base", "import", rpms.BASE_NAME, str(rpm_base_raw))
     assert imported.returncode == 0, imported.stderr
     try:
         yield space

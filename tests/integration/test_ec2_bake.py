@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.integration import rpms
 from tests.integration.conftest import (
     BAKE_STEPS,
     Result,
@@ -132,6 +133,35 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     shown = aminate(space, moto, "images", "show", baked["image_id"], "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert shown.json()["name"] == baked["name"]
+
+
+def test_an_rpm_bake_through_ec2(
+    moto: MotoEc2, space: Workspace, rpm_base_raw: Path, rpm_files: dict[str, Path]
+) -> None:
+    base_ami = moto.base_image("synthel-9-base", rpm_base_raw, **BASE_ATTRIBUTES)
+    with mounted_image(rpm_base_raw, space.scratch / "base") as root:
+        base_state = rpms.image_state(root)
+    result = aminate(space, moto, "-b", base_ami, "--output", "json", str(rpm_files["greeter"]))
+    assert result.returncode == 0, result.stderr
+    baked = result.json()
+    assert baked["name"].startswith("greeter-1.0-1-noarch-")
+    assert baked["tags"]["gpgcheck"] == "on"
+    [register] = moto.requests("RegisterImage")
+    new_snapshot = register["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    image_tags = {t["Key"]: t["Value"] for t in register["TagSpecifications"][0]["Tags"]}
+    assert image_tags["appversion"] == "greeter-1.0-1"
+    assert made_by_bakes(moto.ec2) == {
+        "volumes": [],
+        "snapshots": [new_snapshot],
+        "images": [baked["image_id"]],
+    }
+    with mounted_image(moto.udev.data[new_snapshot], space.scratch / "baked") as root:
+        assert rpms.rpm_query(root, "greeter", "greeting-lib") == [
+            "greeter-1.0-1.noarch",
+            "greeting-lib-1.1-1.noarch",
+        ]
+        assert (root / "var/lib/greeter/post-ran").read_text() == rpms.OS_RELEASE
+        assert rpms.image_state(root) == base_state
 
 
 def test_a_device_that_never_appears_fails_after_the_attach_timeout(

@@ -81,7 +81,11 @@ def test_builtins_answer(tmp_path: Path) -> None:
     assert hooks.cloud_backend("local", EngineSettings(home=tmp_path)).name == "local"
     assert hooks.image_name(make_facts()) == "hello-1.0-1-all-20260304050607-0123"
     assert hooks.detect_distro({"ID": "ubuntu"}, tmp_path, EngineSettings()) is not None
-    assert hooks.detect_distro({"ID": "fedora"}, tmp_path, EngineSettings()) is None
+    assert hooks.detect_distro({"ID": "arch"}, tmp_path, EngineSettings()) is None
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/dnf").write_text("#!/bin/sh\n")
+    fedora = hooks.detect_distro({"ID": "fedora"}, tmp_path, EngineSettings())
+    assert fedora is not None and fedora.family == "redhat"
 
 
 def test_an_unknown_cloud_is_a_config_error(tmp_path: Path) -> None:

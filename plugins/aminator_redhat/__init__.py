@@ -1,0 +1,2 @@
+"""The RPM family plugin: RHEL, Rocky, AlmaLinux, CentOS Stream, Fedora and Amazon Linux roots,
+provisioned with dnf."""

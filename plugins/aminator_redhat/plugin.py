@@ -1,0 +1,100 @@
+"""Hook implementations of the RPM family plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from aminator_ng.api import (
+    Chroot,
+    Distro,
+    EngineSettings,
+    PackageInfo,
+    Provisioner,
+    RequestError,
+    Setting,
+    hookimpl,
+    resolve_in_root,
+)
+from aminator_redhat.dnf import DnfProvisioner
+from aminator_redhat.rpmdb import is_rpm_file, read_rpm_file
+from aminator_redhat.shims import shim_service_managers
+
+FAMILY = "redhat"
+RECOGNISED_IDS = {"rhel", "fedora", "centos", "amzn", "rocky", "almalinux"}
+#: This plugin's entry-point name, which names its ``[plugins.redhat]`` table.
+PLUGIN_NAME = "redhat"
+DNF_PATHS = ("/usr/bin/dnf", "/usr/bin/dnf-3", "/usr/bin/dnf5")
+YUM_PATHS = ("/usr/bin/yum",)
+DNF_RELEASES = "Amazon Linux 2023, RHEL, Rocky or AlmaLinux 8 or later, CentOS Stream, Fedora"
+
+
+@hookimpl
+def aminator_settings() -> Sequence[Setting]:
+    return [
+        Setting(
+            "gpgcheck",
+            bool,
+            True,
+            "check package signatures (off only knowingly: the image is tagged gpgcheck=off)",
+            flag=True,
+        )
+    ]
+
+
+def _has_any(root: Path, candidates: Sequence[str]) -> bool:
+    return any(resolve_in_root(root, inside).is_file() for inside in candidates)
+
+
+@hookimpl(trylast=True)
+def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
+    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
+    if not ids & RECOGNISED_IDS:
+        return None
+    described = os_release.get("PRETTY_NAME") or os_release.get("ID", "")
+    if not _has_any(root, DNF_PATHS):
+        if _has_any(root, YUM_PATHS):
+            raise RequestError(
+                f"the base image ({described}) installs with yum only: yum-only releases "
+                "(Amazon Linux 2, RHEL 7, CentOS 7) are past end of support, and aminator-ng "
+                "installs with dnf",
+                hint=f"bake from a dnf release: {DNF_RELEASES}",
+            )
+        raise RequestError(
+            f"the base image ({described}) has no dnf to install with",
+            hint=f"bake from a base image that has dnf: {DNF_RELEASES}",
+        )
+    return Distro(
+        family=FAMILY,
+        os_id=os_release.get("ID", ""),
+        version_id=os_release.get("VERSION_ID", ""),
+        pretty_name=os_release.get("PRETTY_NAME", ""),
+        package_format="rpm",
+    )
+
+
+@hookimpl
+def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) -> None:
+    if distro.family != FAMILY:
+        return
+    shim_service_managers(chroot, stack)
+
+
+@hookimpl(trylast=True)
+def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
+    if distro.package_format != "rpm":
+        return None
+    own = settings.plugin(PLUGIN_NAME)
+    return DnfProvisioner(gpgcheck=own.get("gpgcheck", True))
+
+
+@hookimpl(trylast=True)
+def aminator_read_package_file(path: Path) -> PackageInfo | None:
+    if not is_rpm_file(path):
+        if path.suffix == ".rpm":
+            raise RequestError(
+                f"not a valid .rpm package: {path}", hint="the file is damaged or not an .rpm"
+            )
+        return None
+    return read_rpm_file(path)
