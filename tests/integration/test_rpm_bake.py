@@ -84,20 +84,39 @@ def test_a_pin_without_a_release_installs_that_version(rpm_space: Workspace) -> 
 
 
 @pytest.mark.parametrize(
-    ("package", "exit_code", "message"),
+    ("args", "exit_code", "message"),
     [
-        ("foreign_arch", 2, "armthing-1.0-1.aarch64 does not have a compatible architecture"),
-        ("corrupt", 2, "not a valid .rpm package"),
-        ("unresolvable", 2, "nothing provides no-such-capability needed by needy"),
-        ("failing", 1, "installing package broken-1.0-1.noarch failed: its %post scriptlet"),
-        ("no-such-package", 2, "package not found in the image's repositories: no-such-package"),
+        (["foreign_arch"], 2, "armthing-1.0-1.aarch64 does not have a compatible architecture"),
+        (["corrupt"], 2, "not a valid .rpm package"),
+        (["unresolvable"], 2, "nothing provides no-such-capability needed by needy"),
+        (["failing"], 1, "installing package broken-1.0-1.noarch failed: its %post scriptlet"),
+        (["no-such-package"], 2, "package not found in the image's repositories: no-such-package"),
+        (
+            ["greeting-lib=9.9"],
+            2,
+            "package not found in the image's repositories: greeting-lib=9.9",
+        ),
+        (
+            ["--repo", "file:///srv/missing", "greeting-lib"],
+            2,
+            "repository cannot be used: aminator-ng-0",
+        ),
+        (
+            ["--repo", "deb http://deb.example.org/ ./", "greeting-lib"],
+            2,
+            "dnf cannot use an apt source line",
+        ),
     ],
 )
 def test_bad_rpm_input_fails_clearly_and_leaves_nothing(
-    rpm_space: Workspace, rpm_files: dict[str, Path], package: str, exit_code: int, message: str
+    rpm_space: Workspace,
+    rpm_files: dict[str, Path],
+    args: list[str],
+    exit_code: int,
+    message: str,
 ) -> None:
-    spec = str(rpm_files[package]) if package in rpm_files else package
-    result = rpm_space.aminate("-b", rpms.BASE_NAME, spec)
+    argv = [str(rpm_files[arg]) if arg in rpm_files else arg for arg in args]
+    result = rpm_space.aminate("-b", rpms.BASE_NAME, *argv)
     assert result.returncode == exit_code, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("aminate: error:")]
