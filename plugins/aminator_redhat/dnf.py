@@ -196,12 +196,15 @@ class DnfProvisioner(Provisioner):
             yield
 
     def satisfies_pin(self, installed: PackageInfo, pinned: str) -> bool:
-        """A pin without a release (``hello=1.0``) is met by any release of that version."""
-        wanted = pinned.removeprefix("0:")
-        if "-" not in wanted:
-            epoch = f"{installed.epoch}:" if installed.epoch else ""
-            return wanted == f"{epoch}{installed.version}"
-        return wanted == installed.full_version
+        """As dnf matches ``NAME-VERSION``: a pin without a release (``hello=1.0``) is met by any
+        release of that version, and a pin without an epoch by any epoch."""
+        epoch, has_epoch, rest = pinned.rpartition(":")
+        if has_epoch and (epoch or "0") != (installed.epoch or "0"):
+            return False
+        version, has_release, release = rest.partition("-")
+        if has_release and release != installed.release:
+            return False
+        return version == installed.version
 
     def image_tags(self) -> Mapping[str, str]:
         return {"gpgcheck": "on" if self.gpgcheck else "off"}

@@ -36,6 +36,8 @@ def is_rpm_file(path: Path) -> bool:
 
 def _info(fields: Sequence[str]) -> PackageInfo:
     name, epoch, version, release, arch = fields[:5]
+    # An explicit epoch of 0 is no epoch, as rpm compares versions.
+    epoch = "" if epoch == "0" else epoch
     return PackageInfo(name=name, version=version, release=release, arch=arch, epoch=epoch)
 
 
@@ -94,6 +96,7 @@ def parse_manifest(text: str) -> list[ManifestEntry]:
         if len(fields) != 4 or fields[0] == PUBKEY_NAME:
             continue
         name, version, arch, source_rpm = fields
+        version = version.removeprefix("0:")
         epoch = version.partition(":")[0] + ":" if ":" in version else ""
         source = source_of(source_rpm)
         if source is None:

@@ -110,6 +110,11 @@ def test_parse_manifest_carries_the_epoch_into_the_source_version() -> None:
     assert entry.source_version == "1:3.0.7-27.el9"
 
 
+def test_parse_manifest_drops_an_explicit_epoch_of_zero() -> None:
+    (entry,) = parse_manifest("zlib\t0:1.2.11-40.el9\tx86_64\tzlib-1.2.11-40.el9.src.rpm\n")
+    assert (entry.version, entry.source_version) == ("1.2.11-40.el9", "1.2.11-40.el9")
+
+
 def test_parse_manifest_leaves_out_signing_keys() -> None:
     text = (
         "gpg-pubkey\t5a6340b3-6229229e\t(none)\t\n"
@@ -367,17 +372,16 @@ HELLO_EPOCH_2 = PackageInfo(name="hello", version="1.0", release="1", arch="noar
         (HELLO_EPOCH_2, "2:1.0-1", True),
         (HELLO_EPOCH_2, "2:1.0-2", False),
         (HELLO_EPOCH_2, "3:1.0", False),
+        # Without an epoch, a pin is met by any epoch, as dnf matches NAME-VERSION.
+        (HELLO_EPOCH_2, "1.0", True),
+        (HELLO_EPOCH_2, "1.0-1", True),
+        (HELLO_EPOCH_2, "0:1.0", False),
     ],
 )
 def test_satisfies_pin(installed: PackageInfo, pinned: str, satisfied: bool) -> None:
     assert DnfProvisioner().satisfies_pin(installed, pinned) is satisfied
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a package with an explicit 'Epoch: 0' is read with epoch '0' (rpmdb.INFO_FORMAT "
-    "keeps it), and satisfies_pin strips '0:' only from the pin: no pin is ever met",
-)
 @pytest.mark.parametrize("pinned", ["1.0", "1.0-1", "0:1.0-1"])
 def test_an_explicit_epoch_of_zero_is_no_epoch(pinned: str) -> None:
     installed = PackageInfo(name="hello", version="1.0", release="1", arch="noarch", epoch="0")
@@ -586,14 +590,13 @@ def test_a_package_with_an_epoch_is_read_with_it(tmp_path: Path) -> None:
     )
 
 
-def test_an_explicit_epoch_of_zero_is_read_as_zero(tmp_path: Path) -> None:
-    """What DnfProvisioner.satisfies_pin is given for such a package (see the xfail above)."""
+def test_an_explicit_epoch_of_zero_is_read_as_none(tmp_path: Path) -> None:
     needs_rpmbuild()
     rpm = _build_with_epoch(tmp_path, "zeroepoch", "0")
     info = aminator_read_package_file(path=rpm)
     assert info is not None
-    assert info.epoch == "0"
-    assert info.full_version == "0:1.0-1"
+    assert info.epoch == ""
+    assert info.full_version == "1.0-1"
 
 
 def _build_with_epoch(tmp_path: Path, name: str, epoch: str) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import pytest
 
+from aminator_debian.apt import AptProvisioner
 from aminator_debian.repository import SOURCES_FILE, update_failure, written_sources
 from aminator_ng.bake import read_package_requests
 from aminator_ng.chroot import Chroot, created_directories
@@ -396,3 +397,36 @@ def test_a_repository_that_cannot_be_reached_stays_a_failed_bake() -> None:
         "E: Failed to fetch http://x.example.org/./InRelease  Could not connect to x.example.org"
     )
     assert update_failure(error) is error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://rpm.example.org/el9/x86_64/",
+        "http://rpm.example.org/el9",
+        "ftp://mirror.example.org/pub/el9/",
+        "file:///srv/repo",
+    ],
+)
+def test_a_repository_url_is_a_url_repository_signed_by_the_keys(
+    url: str, keys: tuple[Path, Path]
+) -> None:
+    [found] = read_repositories([url], keys)
+    assert found == Repository(url, url=url, keys=keys)
+    assert found.kind == "url"
+
+
+@pytest.mark.parametrize("spec", ["https://", "file://relative/path"])
+def test_a_url_without_a_host_or_an_absolute_path_is_not_a_repository(spec: str) -> None:
+    with pytest.raises((NotFoundError, RequestError)):
+        read_repositories([spec], [])
+
+
+def test_apt_refuses_a_bare_url_and_says_how_to_write_it(tmp_path: Path) -> None:
+    url = "https://apt.example.org/debian"
+    with (
+        pytest.raises(RequestError, match="one-line source") as raised,
+        AptProvisioner().added_repositories(Chroot(tmp_path), [Repository(url, url=url)]),
+    ):
+        pass
+    assert raised.value.hint == f"write it as --repo 'deb {url} SUITE COMPONENT'"
