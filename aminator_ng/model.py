@@ -229,6 +229,24 @@ class Distro:
     #: The package file format this distro installs: "deb" or "rpm".
     package_format: str = ""
 
+    @classmethod
+    def from_os_release(
+        cls, os_release: Mapping[str, str], *, family: str, package_format: str
+    ) -> Distro:
+        """The Distro of a root whose os-release fields a plugin has recognised."""
+        return cls(
+            family=family,
+            os_id=os_release.get("ID", ""),
+            version_id=os_release.get("VERSION_ID", ""),
+            pretty_name=os_release.get("PRETTY_NAME", ""),
+            package_format=package_format,
+        )
+
+    @staticmethod
+    def ids_of(os_release: Mapping[str, str]) -> set[str]:
+        """The distribution ids a root claims: its ``ID`` and every word of its ``ID_LIKE``."""
+        return {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
+
 
 @dataclass(frozen=True)
 class ImageSpec:

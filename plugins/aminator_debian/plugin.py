@@ -46,16 +46,9 @@ def aminator_settings() -> Sequence[Setting]:
 
 @hookimpl(trylast=True)
 def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
-    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
-    if not ids & RECOGNISED_IDS:
+    if not Distro.ids_of(os_release) & RECOGNISED_IDS:
         return None
-    return Distro(
-        family=FAMILY,
-        os_id=os_release.get("ID", ""),
-        version_id=os_release.get("VERSION_ID", ""),
-        pretty_name=os_release.get("PRETTY_NAME", ""),
-        package_format="deb",
-    )
+    return Distro.from_os_release(os_release, family=FAMILY, package_format="deb")
 
 
 @hookimpl

@@ -49,8 +49,7 @@ def _has_any(root: Path, candidates: Sequence[str]) -> bool:
 
 @hookimpl(trylast=True)
 def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro | None:
-    ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
-    if not ids & RECOGNISED_IDS:
+    if not Distro.ids_of(os_release) & RECOGNISED_IDS:
         return None
     described = os_release.get("PRETTY_NAME") or os_release.get("ID", "")
     if not _has_any(root, DNF_PATHS):
@@ -65,13 +64,7 @@ def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro 
             f"the base image ({described}) has no dnf to install with",
             hint=f"bake from a base image that has dnf: {DNF_RELEASES}",
         )
-    return Distro(
-        family=FAMILY,
-        os_id=os_release.get("ID", ""),
-        version_id=os_release.get("VERSION_ID", ""),
-        pretty_name=os_release.get("PRETTY_NAME", ""),
-        package_format="rpm",
-    )
+    return Distro.from_os_release(os_release, family=FAMILY, package_format="rpm")
 
 
 @hookimpl

@@ -7,6 +7,7 @@ own under ``tmp_path``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -20,6 +21,22 @@ from tests.hookrecord import HOOK_RECORD_VARIABLE
 
 #: Builds ``NAME_VERSION_all.deb`` in a directory and returns its path.
 DebFactory = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def files_keep_their_owner_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """replaced_file gives the files it writes to root:root; only root may do that (others get
+    EPERM, or EINVAL in a user namespace without uid 0). Without root, the file keeps the test's
+    own ownership; everything else is as in a bake."""
+    if os.geteuid() == 0:
+        return
+    real_fchown = os.fchown
+
+    def fchown(fd: int, uid: int, gid: int) -> None:
+        with contextlib.suppress(OSError):
+            real_fchown(fd, uid, gid)
+
+    monkeypatch.setattr(os, "fchown", fchown)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ that a regression cannot damage the machine running the tests.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Callable
@@ -25,22 +24,6 @@ def root(tmp_path: Path) -> Path:
     for directory in ("etc", "run/systemd/resolve", "usr/lib", "usr/bin", "usr/sbin"):
         (image / directory).mkdir(parents=True)
     return image
-
-
-@pytest.fixture(autouse=True)
-def files_keep_their_owner_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """replaced_file gives the files it writes to root:root; only root may do that (others get
-    EPERM, or EINVAL in a user namespace without uid 0). Without root, the file keeps the test's
-    own ownership; everything else is as in a bake."""
-    if os.geteuid() == 0:
-        return
-    real_fchown = os.fchown
-
-    def fchown(fd: int, uid: int, gid: int) -> None:
-        with contextlib.suppress(OSError):
-            real_fchown(fd, uid, gid)
-
-    monkeypatch.setattr(os, "fchown", fchown)
 
 
 def inside(root: Path, path: Path) -> bool:

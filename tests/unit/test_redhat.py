@@ -38,21 +38,6 @@ from tests.integration.rpms import build_rpm
 DNF_INSTALL = ["/usr/bin/dnf", "--assumeyes", "install"]
 
 
-@pytest.fixture(autouse=True)
-def files_keep_their_owner_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """replaced_file gives the files it writes to root:root, which only root may do; without
-    root the files keep the test's own ownership (as in test_chroot)."""
-    if os.geteuid() == 0:
-        return
-    real_fchown = os.fchown
-
-    def fchown(fd: int, uid: int, gid: int) -> None:
-        with contextlib.suppress(OSError):
-            real_fchown(fd, uid, gid)
-
-    monkeypatch.setattr(os, "fchown", fchown)
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 

@@ -6,8 +6,6 @@ The image root is a plain directory under ``tmp_path``: no mount, no chroot.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import stat
 from collections.abc import Sequence
@@ -38,20 +36,6 @@ ARMORED_KEY = (
 BINARY_KEY = b"\x98\x33\x04\x65\x00\x00\x00"
 #: Package names never reach the plugins' file readers.
 NO_HOOKS = cast(Hooks, None)
-
-
-@pytest.fixture(autouse=True)
-def files_keep_their_owner_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    """replaced_file gives its files to root:root, which only root may do."""
-    if os.geteuid() == 0:
-        return
-    real_fchown = os.fchown
-
-    def fchown(fd: int, uid: int, gid: int) -> None:
-        with contextlib.suppress(OSError):
-            real_fchown(fd, uid, gid)
-
-    monkeypatch.setattr(os, "fchown", fchown)
 
 
 @pytest.fixture
