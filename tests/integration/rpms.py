@@ -107,7 +107,18 @@ def build_rpm(
     spec.write_text("\n".join(header + body) + "\n")
     target = [] if arch == "noarch" else ["--target", arch]
     subprocess.run(
-        ["rpmbuild", "-bb", "--quiet", *target, "--define", f"_topdir {top}", str(spec)],
+        # A database of its own: Debian's rpmbuild would make one under ~/.rpmdb.
+        [
+            "rpmbuild",
+            "-bb",
+            "--quiet",
+            *target,
+            "--dbpath",
+            f"{top}/rpmdb",
+            "--define",
+            f"_topdir {top}",
+            str(spec),
+        ],
         check=True,
         capture_output=True,
     )
@@ -154,6 +165,8 @@ class SigningKey:
             [
                 "rpmsign",
                 "--addsign",
+                "--define",
+                f"_dbpath {self.home}/rpmdb",
                 "--define",
                 f"_gpg_name {self.email}",
                 "--define",

@@ -592,7 +592,16 @@ def _build_with_epoch(tmp_path: Path, name: str, epoch: str) -> Path:
         "License: MIT\nBuildArch: noarch\n\n%description\ntest\n\n%files\n"
     )
     subprocess.run(
-        ["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", str(spec)],
+        [
+            "rpmbuild",
+            "-bb",
+            "--quiet",
+            "--dbpath",
+            f"{top}/rpmdb",
+            "--define",
+            f"_topdir {top}",
+            str(spec),
+        ],
         check=True,
         capture_output=True,
     )
