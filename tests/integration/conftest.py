@@ -263,12 +263,15 @@ def rpm_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def rpm_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, rpms.SigningKey]:
+def rpm_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, rpms.SigningKey]]:
     out = tmp_path_factory.mktemp("gnupg")
-    return {
+    keys = {
         "image": rpms.SigningKey(out / "image", "image-packages@example.org"),
         "vendor": rpms.SigningKey(out / "vendor", "vendor-packages@example.org"),
     }
+    yield keys
+    for key in keys.values():
+        key.close()
 
 
 @pytest.fixture(scope="session")

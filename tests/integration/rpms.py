@@ -113,8 +113,8 @@ def build_rpm(
             "-bb",
             "--quiet",
             *target,
-            "--dbpath",
-            f"{top}/rpmdb",
+            "--define",
+            f"_dbpath {top}/rpmdb",
             "--define",
             f"_topdir {top}",
             str(spec),
@@ -159,6 +159,15 @@ class SigningKey:
             text=True,
             check=True,
         ).stdout
+
+    def close(self) -> None:
+        """End the gpg-agent that gpg started for this home."""
+        subprocess.run(
+            ["gpgconf", "--kill", "all"],
+            env={**os.environ, "GNUPGHOME": str(self.home)},
+            capture_output=True,
+            check=True,
+        )
 
     def sign(self, rpm: Path) -> Path:
         subprocess.run(
