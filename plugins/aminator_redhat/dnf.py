@@ -180,16 +180,11 @@ class DnfProvisioner(Provisioner):
             if failure is not None:
                 raise failure
 
+    @contextlib.contextmanager
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]
-    ) -> contextlib.AbstractContextManager[None]:
-        refuse_source_lines(repositories)
-        return self._with_repositories(chroot, repositories)
-
-    @contextlib.contextmanager
-    def _with_repositories(
-        self, chroot: Chroot, repositories: Sequence[Repository]
     ) -> Iterator[None]:
+        refuse_source_lines(repositories)
         inside, dnf = self._dnf(chroot)
         # Left last: no metadata of the added repositories stays in the cache.
         with cache_cleaned(inside, dnf), written_repositories(inside, repositories):

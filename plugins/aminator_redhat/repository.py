@@ -25,7 +25,6 @@ from aminator_ng.api import (
     Repository,
     RequestError,
     created_directories,
-    find_tool,
     replaced_file,
     run,
 )
@@ -58,8 +57,6 @@ def indexed_directory(chroot: Chroot, repository: Repository) -> Iterator[str]:
         raise BakeError(f"repository {repository.spec} is not mounted in the image")
     if not any(repository.directory.rglob("*.rpm")):
         raise RequestError(f"repository directory holds no .rpm packages: {repository.spec}")
-    # createrepo_c is needed only when a bake has a directory repository.
-    find_tool(INDEX_TOOL)
     base = PurePosixPath(repository.mounted_at).parent
     target = chroot.path(str(base))
     try:

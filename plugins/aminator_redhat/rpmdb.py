@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from aminator_ng.api import Chroot, ManifestEntry, PackageInfo, RequestError, find_tool, run
+from aminator_ng.api import Chroot, ManifestEntry, PackageInfo, RequestError, run
 
 #: The first bytes of every RPM file (the lead).
 RPM_MAGIC = b"\xed\xab\xee\xdb"
@@ -43,7 +43,6 @@ def _info(fields: Sequence[str]) -> PackageInfo:
 
 def read_rpm_file(path: Path) -> PackageInfo:
     """A package file's metadata; RequestError when it is damaged or a source package."""
-    find_tool("rpm")
     # An empty database of our own: the host's rpm (Debian's keeps one under ~/.rpmdb) is
     # neither read nor created.
     with tempfile.TemporaryDirectory(prefix="aminator-ng-rpmdb-") as dbpath:

@@ -66,7 +66,7 @@ def _present(chroot: Chroot, candidates: tuple[str, ...]) -> list[str]:
 def shim_service_managers(chroot: Chroot, stack: ExitStack) -> None:
     """Enter the shims on ``stack``: leaving it restores the image's files."""
     systemctls = _present(chroot, SYSTEMCTL_PATHS)
-    real = next((chroot.path(p) for p in systemctls if chroot.path(p).is_file()), None)
+    real = next((path for path in map(chroot.path, systemctls) if path.is_file()), None)
     if real is not None:
         stack.enter_context(created_directories(chroot, REAL_SYSTEMCTL.rsplit("/", 1)[0]))
         stack.enter_context(replaced_file(chroot, REAL_SYSTEMCTL, real.read_bytes(), mode=0o755))

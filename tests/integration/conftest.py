@@ -226,17 +226,22 @@ def base_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return raw
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, base_raw: Path) -> Iterator[Workspace]:
-    """A store of the test's own holding the base; on teardown, nothing may be left."""
-    space = Workspace(tmp_path)
-    imported = space.aminate("base", "import", BASE_NAME, str(base_raw))
+def store_holding(root: Path, base_name: str, raw: Path) -> Iterator[Workspace]:
+    """A store of a test's own holding one base image; on teardown, nothing may be left."""
+    space = Workspace(root, base_name=base_name)
+    imported = space.aminate("base", "import", base_name, str(raw))
     assert imported.returncode == 0, imported.stderr
     try:
         yield space
         space.assert_nothing_left()
     finally:
-        release_everything_under(str(tmp_path))
+        release_everything_under(str(root))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, base_raw: Path) -> Iterator[Workspace]:
+    """A store of the test's own holding the Debian base."""
+    yield from store_holding(tmp_path, BASE_NAME, base_raw)
 
 
 @pytest.fixture(scope="session")
@@ -302,15 +307,8 @@ def rpm_base_raw(
 
 @pytest.fixture
 def rpm_space(tmp_path: Path, rpm_base_raw: Path) -> Iterator[Workspace]:
-    """A store of the test's own holding the synthetic RPM base; nothing may be left."""
-    space = Workspace(tmp_path, base_name=rpms.BASE_NAME)
-    imported = space.aminate("base", "import", rpms.BASE_NAME, str(rpm_base_raw))
-    assert imported.returncode == 0, imported.stderr
-    try:
-        yield space
-        space.assert_nothing_left()
-    finally:
-        release_everything_under(str(tmp_path))
+    """A store of the test's own holding the synthetic RPM base."""
+    yield from store_holding(tmp_path, rpms.BASE_NAME, rpm_base_raw)
 
 
 @pytest.fixture(scope="session")

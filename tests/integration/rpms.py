@@ -69,6 +69,7 @@ def build_rpm(
     version: str = "1.0",
     release: str = "1",
     *,
+    epoch: str = "",
     arch: str = "noarch",
     requires: Sequence[str] = (),
     provides: Sequence[str] = (),
@@ -80,6 +81,7 @@ def build_rpm(
     spec = out_dir / f"{name}-{version}-{release}.spec"
     header = [
         f"Name: {name}",
+        *([f"Epoch: {epoch}"] if epoch else []),
         f"Version: {version}",
         f"Release: {release}",
         f"Summary: test package {name}",

@@ -569,7 +569,7 @@ def test_a_real_rpm_is_read_without_touching_home(
 
 def test_a_package_with_an_epoch_is_read_with_it(tmp_path: Path) -> None:
     needs_rpmbuild()
-    rpm = _build_with_epoch(tmp_path, "withepoch", "3")
+    rpm = build_rpm(tmp_path, "withepoch", epoch="3")
     assert aminator_read_package_file(path=rpm) == PackageInfo(
         name="withepoch", version="1.0", release="1", arch="noarch", epoch="3"
     )
@@ -577,35 +577,11 @@ def test_a_package_with_an_epoch_is_read_with_it(tmp_path: Path) -> None:
 
 def test_an_explicit_epoch_of_zero_is_read_as_none(tmp_path: Path) -> None:
     needs_rpmbuild()
-    rpm = _build_with_epoch(tmp_path, "zeroepoch", "0")
+    rpm = build_rpm(tmp_path, "zeroepoch", epoch="0")
     info = aminator_read_package_file(path=rpm)
     assert info is not None
     assert info.epoch == ""
     assert info.full_version == "1.0-1"
-
-
-def _build_with_epoch(tmp_path: Path, name: str, epoch: str) -> Path:
-    top = tmp_path / "rpmbuild"
-    spec = tmp_path / f"{name}.spec"
-    spec.write_text(
-        f"Name: {name}\nEpoch: {epoch}\nVersion: 1.0\nRelease: 1\nSummary: {name}\n"
-        "License: MIT\nBuildArch: noarch\n\n%description\ntest\n\n%files\n"
-    )
-    subprocess.run(
-        [
-            "rpmbuild",
-            "-bb",
-            "--quiet",
-            "--dbpath",
-            f"{top}/rpmdb",
-            "--define",
-            f"_topdir {top}",
-            str(spec),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return top / "RPMS" / "noarch" / f"{name}-1.0-1.noarch.rpm"
 
 
 def test_a_source_rpm_is_refused(tmp_path: Path) -> None:
