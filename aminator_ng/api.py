@@ -16,7 +16,13 @@ from aminator_ng.blockdev import (
     partition_nodes,
     probe,
 )
-from aminator_ng.chroot import Chroot, created_directories, replaced_file, resolve_in_root
+from aminator_ng.chroot import (
+    Chroot,
+    check_unchanged,
+    created_directories,
+    replaced_file,
+    resolve_in_root,
+)
 from aminator_ng.cloud import CloudBackend, NotSupportedError
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
 from aminator_ng.errors import (
@@ -33,6 +39,7 @@ from aminator_ng.errors import (
     RequestError,
 )
 from aminator_ng.hookspecs import hookimpl
+from aminator_ng.imagefs import ImagePathError
 from aminator_ng.locks import LockHeldError, file_lock
 from aminator_ng.model import (
     BakeFacts,
@@ -50,7 +57,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 
 __all__ = [
     "API_VERSION",
@@ -72,6 +79,7 @@ __all__ = [
     "Filesystem",
     "HostError",
     "Image",
+    "ImagePathError",
     "ImageSpec",
     "LockHeldError",
     "ManifestEntry",
@@ -87,6 +95,7 @@ __all__ = [
     "SourceLine",
     "Volume",
     "backing_file",
+    "check_unchanged",
     "created_directories",
     "detach_loop_device",
     "file_lock",

@@ -1,8 +1,10 @@
 """The bake: from a base image and packages to a registered image.
 
 Every acquisition is a context manager entered on one ExitStack, so that everything is released
-in reverse order on success, on error and on a signal. With ``preserve_on_error`` a failed bake
-keeps what it acquired (``ExitStack.pop_all``) and says how to release it.
+in reverse order on success, on error and on a signal. The whole bake runs in namespaces of its
+own (``bake_namespace``): its mounts are invisible to the host and, like every process it starts,
+die with the engine. With ``preserve_on_error`` a failed bake keeps its volume (and what it made
+from it) and says how to release it; mounts and devices always go.
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aminator_ng import __version__
-from aminator_ng.blockdev import find_root_filesystem, partition_nodes
+from aminator_ng.blockdev import find_root_filesystem, partition_nodes, wait_until_released
 from aminator_ng.chroot import (
     Chroot,
     api_filesystems,
     host_resolv_conf,
-    kill_processes_under,
-    no_process_left,
+    image_hostname,
     replaced_file,
 )
 from aminator_ng.cloud import CloudBackend
@@ -44,7 +44,8 @@ from aminator_ng.model import (
     PackageRequest,
     Repository,
 )
-from aminator_ng.mount import mounted, mounts_under, unmount
+from aminator_ng.mount import mounted
+from aminator_ng.namespace import BakeNamespace, bake_namespace
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.plugin_manager import Hooks, require_provisioner
@@ -56,7 +57,7 @@ from aminator_ng.steps import Steps
 log = logging.getLogger(__name__)
 
 #: Host tools the engine's own Linux layer runs in every bake.
-ENGINE_TOOLS = ("blkid", "chroot", "findmnt", "fstrim", "mount", "partx", "sync", "umount")
+ENGINE_TOOLS = ("blkid", "findmnt", "fstrim", "mount", "nsenter", "partx", "sync", "umount")
 #: A package name, optionally pinned to an exact version: ``NAME=[EPOCH:]VERSION``.
 PACKAGE_NAME = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9+._-]*(?:=(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~^_-]*)?$"
@@ -122,8 +123,11 @@ class BakeResult:
 @dataclass
 class MountedRoot:
     device: Path
+    #: Where the root is mounted in the bake's namespace.
     mount_point: Path
     fstype: str
+    #: Where the engine's process reaches it.
+    reached: Path
 
 
 def looks_like_file(spec: str) -> bool:
@@ -181,6 +185,9 @@ class Bake:
         self.kept: list[KeptResource] = []
         #: What a preserved failure keeps alive; never closed (see ``run``).
         self._kept_stack: ExitStack | None = None
+        #: The devices, mounts and chroot of the running bake, released even when preserving.
+        self._device_stack: ExitStack | None = None
+        self._namespace: BakeNamespace | None = None
 
     def _step_finished(self, step: str, duration_s: float, failed: bool) -> None:
         self.hooks.step_finished(self.bake_id, step, duration_s, failed)
@@ -216,21 +223,20 @@ class Bake:
         began = time.monotonic()
         require_root("aminate bake")
         require_tools([*ENGINE_TOOLS, *self.cloud.required_tools()])
-        with self.steps.step("read_packages"):
-            requests = read_package_requests(self.hooks, self.request.packages)
-            repositories = read_repositories(
-                self.request.repositories, self.request.repository_keys
-            )
-            self.hooks.check_request(self.request, self.settings)
-        with ExitStack() as stack:
+        work_dir = self.settings.work_dir / self.bake_id
+        with bake_namespace(work_dir) as namespace, ExitStack() as stack:
+            self._namespace = namespace
+            with self.steps.step("read_packages"):
+                requests = read_package_requests(self.hooks, self.request.packages)
+                repositories = read_repositories(
+                    self.request.repositories, self.request.repository_keys
+                )
+                self.hooks.check_request(self.request, self.settings)
             try:
                 result = self._bake(stack, requests, repositories)
-            except BaseException:
+            except BaseException as failure:
                 if self.request.preserve_on_error and self.kept:
-                    # Ownership moves out of the stack: nothing is released, and the CLI exits
-                    # without running finalizers so that nothing is released later either.
-                    self._kept_stack = stack.pop_all()
-                    self.cloud.mark_preserved(self.bake_id)
+                    self._preserve(stack, failure)
                 raise
         return BakeResult(
             bake_id=self.bake_id,
@@ -248,6 +254,17 @@ class Bake:
     @property
     def preserved(self) -> bool:
         return self._kept_stack is not None
+
+    def _preserve(self, stack: ExitStack, failure: BaseException) -> None:
+        """Release the chroot, mounts and devices, and keep the rest: ownership of the volume
+        (and what was made from it) moves out of the stack, and the CLI exits without running
+        finalizers, so that nothing is released later either."""
+        try:
+            if self._device_stack is not None:
+                self._device_stack.__exit__(type(failure), failure, failure.__traceback__)
+        finally:
+            self._kept_stack = stack.pop_all()
+            self.cloud.mark_preserved(self.bake_id)
 
     def _track(self, stack: ExitStack, kind: str, resource_id: str, release: str) -> None:
         """Remember a resource until ``stack`` releases it; what a preserved failure kept stays."""
@@ -278,29 +295,21 @@ class Bake:
         )
 
         device_stack = volume_stack.enter_context(ExitStack())
+        self._device_stack = device_stack
         device = device_stack.enter_context(
             steps.resource("attach", "detach", cloud.attached(volume, self.bake_id))
-        )
-        self._track(
-            device_stack, "device", str(device), cloud.release_command("device", str(device))
         )
         root = device_stack.enter_context(
             steps.resource("mount", "unmount", self._mounted_root(device))
         )
-        self._track(
-            device_stack,
-            "mount",
-            str(root.mount_point),
-            f"umount -R {shlex.quote(str(root.mount_point))}",
-        )
 
         with steps.step("detect_distro"):
-            distro, provisioner = self._detect(root.mount_point)
+            distro, provisioner = self._detect(root.reached)
         chroot = device_stack.enter_context(
             steps.resource(
                 "chroot_setup",
                 "chroot_teardown",
-                self._chroot(root.mount_point, distro, provisioner, repositories),
+                self._chroot(root, distro, provisioner, repositories),
             )
         )
         with steps.step("install"):
@@ -318,10 +327,11 @@ class Bake:
                 **self.request.tags,
             }
             description = self.hooks.image_description(facts) or f"{name}, from {base.name}"
+            spec = ImageSpec(name, description, tags, manifest, base)
         device_stack.close()  # chroot_teardown, unmount, detach
 
         with steps.step("snapshot"):
-            snapshot = stack.enter_context(cloud.snapshot(volume, self.bake_id, description))
+            snapshot = stack.enter_context(cloud.image_snapshot(volume, self.bake_id, spec))
         self._track(
             stack,
             "snapshot",
@@ -330,7 +340,6 @@ class Bake:
         )
         volume_stack.close()  # delete_volume: the snapshot no longer needs it
 
-        spec = ImageSpec(name, description, tags, manifest, base)
         with steps.step("register"):
             image = stack.enter_context(cloud.registered(snapshot, spec, self.bake_id))
         self._track(stack, "image", image.image_id, cloud.release_command("image", image.image_id))
@@ -341,18 +350,30 @@ class Bake:
 
     @contextlib.contextmanager
     def _mounted_root(self, device: Path) -> Iterator[MountedRoot]:
+        """The root filesystem mounted in the bake's namespace. Leaving unmounts it with whatever
+        is still mounted below it, by the paths the kernel's mount table holds then."""
+        assert self._namespace is not None
         mount_point = self.settings.work_dir / self.bake_id / "root"
         with ExitStack() as stack:
             parts = stack.enter_context(partition_nodes(device))
             root_fs = find_root_filesystem(device, parts)
             mount_point.mkdir(parents=True, exist_ok=True)
             stack.callback(_remove_empty_dirs, mount_point, self.settings.work_dir)
+            # Left after the unmount: the filesystem is shut down before anything goes on.
+            stack.callback(wait_until_released, root_fs.device)
             options = ["nouuid"] if root_fs.fstype == "xfs" else []
             stack.enter_context(
-                mounted(root_fs.device, mount_point, fstype=root_fs.fstype, options=options)
+                mounted(
+                    root_fs.device,
+                    mount_point,
+                    fstype=root_fs.fstype,
+                    options=options,
+                    recursive_unmount=True,
+                )
             )
             log.info("mounted %s (%s) on %s", root_fs.device, root_fs.fstype, mount_point)
-            yield MountedRoot(root_fs.device, mount_point, root_fs.fstype)
+            reached = self._namespace.reach(mount_point)
+            yield MountedRoot(root_fs.device, mount_point, root_fs.fstype, reached)
             # Only on success: flush, then let the loop device punch holes for freed blocks so
             # that the snapshot stays small.
             run(["sync", "-f", mount_point], what=f"sync {mount_point}")
@@ -379,12 +400,15 @@ class Bake:
     @contextlib.contextmanager
     def _chroot(
         self,
-        root: Path,
+        root: MountedRoot,
         distro: Distro,
         provisioner: Provisioner,
         repositories: Sequence[Repository],
     ) -> Iterator[Chroot]:
-        chroot = Chroot(root)
+        # No process of the image outlives its command (each runs in a PID namespace of its
+        # own), so none is left to end here.
+        chroot = Chroot(root.reached, mount_point=root.mount_point)
+        chroot = replace(chroot, hostname=image_hostname(chroot))
         with ExitStack() as stack:
             stack.enter_context(api_filesystems(chroot))
             stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
@@ -392,8 +416,6 @@ class Bake:
             if repositories:
                 placed = stack.enter_context(mounted_repositories(chroot, repositories))
                 stack.enter_context(provisioner.added_repositories(chroot, placed))
-            # Entered last, so left first: daemons die before anything they use goes away.
-            stack.enter_context(no_process_left(root))
             yield chroot
 
     def _baked_packages(
@@ -420,16 +442,10 @@ class Bake:
 
 
 def release_preserved(cloud: CloudBackend, settings: EngineSettings, bake_id: str) -> list[str]:
-    """Release what a bake kept with ``--preserve-on-error``: the processes left in its image,
-    its mounts (the most recent first), then what the cloud backend holds for it."""
-    bake_dir = settings.work_dir / bake_id
-    released = [f"ended pid {pid} ({comm})" for pid, comm in kill_processes_under(bake_dir)]
-    for mount_point in mounts_under(bake_dir):
-        unmount(mount_point)
-        released.append(f"unmounted {mount_point}")
-    _remove_empty_dirs(bake_dir / "root", settings.work_dir)
-    released += cloud.release_preserved(bake_id)
-    return released
+    """Release what a bake kept with ``--preserve-on-error``: what the cloud backend holds for it
+    (its mounts and processes went with its namespace)."""
+    _remove_empty_dirs(settings.work_dir / bake_id / "root", settings.work_dir)
+    return cloud.release_preserved(bake_id)
 
 
 def _remove_empty_dirs(path: Path, stop: Path) -> None:

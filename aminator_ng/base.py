@@ -16,12 +16,13 @@ from aminator_ng.config import EngineSettings
 from aminator_ng.diskimage import build_disk_image, check_disk_size, required_tools
 from aminator_ng.errors import RequestError
 from aminator_ng.model import Image
+from aminator_ng.namespace import bake_namespace
 from aminator_ng.plugin_manager import Hooks
 from aminator_ng.run import require_tools
 
 log = logging.getLogger(__name__)
 
-BASE_TOOLS = ("mmdebstrap",)
+BASE_TOOLS = ("mmdebstrap", "nsenter")
 
 
 def _scratch_dir(settings: EngineSettings, stack: ExitStack) -> Path:
@@ -51,7 +52,10 @@ def create_base(
     size_bytes = check_disk_size(size_bytes, layout, filesystem)
     require_tools((*BASE_TOOLS, *required_tools(layout, filesystem)))
     cloud.check_name_available(name)
+    # The bootstrap's mounts and processes live in namespaces of their own (hostname localhost)
+    # and die with the engine.
     with ExitStack() as stack:
+        stack.enter_context(bake_namespace(settings.work_dir))
         scratch = _scratch_dir(settings, stack)
         tree = scratch / "root"
         tree.mkdir()

@@ -7,19 +7,29 @@ not scan the table itself, and filesystems are probed with ``blkid -p``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aminator_ng.errors import BakeError, CleanupError, CommandError, RequestError
+from aminator_ng import syscalls
+from aminator_ng.errors import BakeError, CleanupError, CommandError, HostError, RequestError
 from aminator_ng.run import run
 
 log = logging.getLogger(__name__)
 
 SYSFS_BLOCK = Path("/sys/class/block")
 DEV = Path("/dev")
+LOOP_CONTROL = Path("/dev/loop-control")
+#: How long a loop device may take to detach once its last user closed it.
+AUTOCLEAR_TIMEOUT_S = 10.0
+#: How long a filesystem may take to let go of its device after the unmount.
+RELEASE_TIMEOUT_S = 10.0
 
 #: GPT partition types of a root filesystem (the Discoverable Partitions Specification).
 GPT_ROOT_TYPES = {
@@ -133,18 +143,99 @@ def find_root_filesystem(device: Path, parts: list[Path]) -> Filesystem:
     )
 
 
+def _configure_loop(image: Path, read_only: bool) -> tuple[int, Path]:
+    """A free loop device set up over ``image`` with autoclear, and the descriptor that holds it."""
+    access = os.O_RDONLY if read_only else os.O_RDWR
+    flags = syscalls.LO_FLAGS_AUTOCLEAR | syscalls.LO_FLAGS_PARTSCAN
+    if read_only:
+        flags |= syscalls.LO_FLAGS_READ_ONLY
+    backing = os.open(image, access | os.O_CLOEXEC)
+    try:
+        control = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            while True:
+                device = DEV / f"loop{fcntl.ioctl(control, syscalls.LOOP_CTL_GET_FREE)}"
+                fd = os.open(device, access | os.O_CLOEXEC)
+                config = syscalls.LoopConfig(fd=backing)
+                config.info.lo_flags = flags
+                name = os.fsencode(image)[: syscalls.LO_NAME_SIZE - 1]
+                ctypes.memmove(config.info.lo_file_name, name, len(name))
+                try:
+                    fcntl.ioctl(fd, syscalls.LOOP_CONFIGURE, config)
+                    return fd, device
+                except OSError as error:
+                    os.close(fd)
+                    if error.errno == errno.EBUSY:  # another process took it first
+                        continue
+                    if error.errno in (errno.EINVAL, errno.ENOTTY):
+                        raise HostError(
+                            "this kernel cannot configure loop devices (LOOP_CONFIGURE)",
+                            hint="bake on Linux 5.8 or later",
+                        ) from error
+                    raise
+        finally:
+            os.close(control)
+    except OSError as error:
+        raise BakeError(f"attach {image} to a loop device: {error.strerror}") from error
+    finally:
+        os.close(backing)
+
+
 @contextlib.contextmanager
 def loop_device(image: Path, *, read_only: bool = False) -> Iterator[Path]:
-    """A loop device over an image file, detached when the context ends."""
-    argv: list[str | Path] = ["losetup", "--find", "--show"]
-    if read_only:
-        argv.append("--read-only")
-    device = Path(run([*argv, image], what=f"attach {image} to a loop device").stdout.strip())
+    """A loop device over an image file for the context.
+
+    It is set up with autoclear: the kernel detaches it when its last user closes it. This
+    context holds one descriptor until it ends; a mount of the device (or of a partition) holds
+    it too. So a loop device outlives neither the engine, whose descriptor the kernel closes
+    when it dies, nor the mounts of a bake's namespace. On leaving, the descriptor is closed and
+    the detach waited for.
+    """
+    fd, device = _configure_loop(image, read_only)
     log.debug("attached %s to %s", image, device)
     try:
         yield device
     finally:
-        detach_loop_device(device)
+        if partitions(device):  # never leave partitions for the device's next user
+            run(["partx", "-d", device], what=f"remove partitions of {device}", check=False)
+        os.close(fd)
+        _wait_for_autoclear(device, image)
+
+
+def wait_until_released(device: Path, timeout_s: float = RELEASE_TIMEOUT_S) -> None:
+    """Until no filesystem holds ``device`` any more (an exclusive open succeeds).
+
+    An unmount can return while a copy of the mount in a namespace that is just ending (a
+    command's in the image) still holds the filesystem for a moment; the device is not to be
+    snapshotted or detached before the filesystem is shut down.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                raise
+            if time.monotonic() > deadline:
+                raise CleanupError(
+                    f"{device} is still in use {timeout_s:g} s after its unmount",
+                    hint=f"find who holds it with: fuser -vm {device}",
+                ) from error
+            time.sleep(0.02)
+            continue
+        os.close(fd)
+        return
+
+
+def _wait_for_autoclear(device: Path, image: Path) -> None:
+    deadline = time.monotonic() + AUTOCLEAR_TIMEOUT_S
+    while backing_file(device) == image.resolve():
+        if time.monotonic() > deadline:
+            raise CleanupError(
+                f"{device} stays attached to {image}: something still uses it",
+                hint=f"find it with: fuser -vm {device}",
+            )
+        time.sleep(0.02)
 
 
 def detach_loop_device(device: Path, attempts: int = 10) -> None:

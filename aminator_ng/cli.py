@@ -411,8 +411,11 @@ def plugin_flags_given(ctx: click.Context) -> dict[str, dict[str, Any]]:
 
 
 def open_bake_log(path: Path) -> logging.Handler:
+    """The bake's log file, readable by its owner only (a log names hosts, images and accounts);
+    a log directory made here is the owner's only too."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(

@@ -55,6 +55,15 @@ class CloudBackend(abc.ABC):
         """A snapshot of the (detached) volume. Deleted if the context ends with an error,
         kept when it ends normally."""
 
+    def image_snapshot(
+        self, volume: Volume, bake_id: str, spec: ImageSpec
+    ) -> AbstractContextManager[Snapshot]:
+        """A snapshot of the (detached) volume for the image ``spec`` describes, which it is
+        registered as next. The default is ``snapshot(volume, bake_id, spec.description)``; a
+        backend that tags snapshots overrides it, so as to give them the image's name and tags
+        at creation."""
+        return self.snapshot(volume, bake_id, spec.description)
+
     @abc.abstractmethod
     def check_name_available(self, name: str) -> None:
         """Raise ConflictError when an image with this name exists already."""

@@ -77,8 +77,9 @@ def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro 
 
     :param os_release: the fields of the image's /etc/os-release (``ID``, ``ID_LIKE``,
         ``VERSION_ID``, ...), empty if the file is missing.
-    :param root: the host path of the mounted root, for plugins that need to look further.
-        Resolve paths inside it with ``aminator_ng.api.resolve_in_root``.
+    :param root: where the engine's process reaches the mounted root (it is mounted in the
+        bake's own namespace), for plugins that need to look further. Resolve paths inside it
+        with ``aminator_ng.api.resolve_in_root``; read only, nothing runs in the image yet.
     :return: a Distro, or None when the distribution is not this plugin's.
     """
 
@@ -89,12 +90,14 @@ def aminator_prepare_chroot(
 ) -> None:
     """Prepare the chroot for package installs, and arrange the undoing.
 
-    Called once per bake, after /proc, /sys, /dev, /run and resolv.conf are in place, with the
-    step ``chroot_setup``. Enter every change as a context manager on ``stack`` (for example
+    Called once per bake, after /sys, /dev, /run and resolv.conf are in place (each command in
+    the image gets a /proc of its own), with the step ``chroot_setup``. Enter every change as a
+    context manager on ``stack`` (for example
     ``stack.enter_context(replaced_file(chroot, "/usr/sbin/policy-rc.d", ...))``): the stack is
     closed in the ``chroot_teardown`` step, on success and on failure alike.
 
-    :param chroot: the image root; commands run inside it with ``chroot.run``.
+    :param chroot: the image root; commands run inside it with ``chroot.run``, and files are
+        read and changed with its methods, which resolve each path inside the image as they act.
     :param distro: what ``aminator_detect_distro`` recognised; ignore distros that are not yours.
     :param stack: the ExitStack of the chroot's lifetime.
     :param settings: the engine's and the plugins' settings.

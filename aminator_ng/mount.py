@@ -45,11 +45,16 @@ def processes_using(target: Path) -> list[tuple[int, str]]:
     return holders
 
 
-def unmount(target: Path) -> None:
-    """Unmount with a bounded retry; when it stays busy, say which processes hold it."""
+def unmount(target: Path, *, recursive: bool = False) -> None:
+    """Unmount with a bounded retry; when it stays busy, say which processes hold it.
+
+    ``recursive`` unmounts what is mounted below ``target`` first, by the paths the kernel's
+    mount table holds at that moment.
+    """
+    argv: list[str | Path] = ["umount", "--recursive"] if recursive else ["umount"]
     for attempt in range(1, UNMOUNT_ATTEMPTS + 1):
         try:
-            run(["umount", target], what=f"unmount {target}")
+            run([*argv, target], what=f"unmount {target}")
             return
         except CommandError as exc:
             if not is_mountpoint(target):
@@ -64,16 +69,15 @@ def unmount(target: Path) -> None:
             time.sleep(0.2 * attempt)
 
 
-@contextlib.contextmanager
-def mounted(
+def mount(
     source: str | Path,
     target: Path,
     *,
     fstype: str | None = None,
     options: Sequence[str] = (),
     bind: bool = False,
-) -> Iterator[Path]:
-    """``source`` mounted on ``target`` for as long as the context lasts."""
+) -> None:
+    """Mount ``source`` on ``target`` (in the bake's namespace, during a bake)."""
     argv: list[str | Path] = ["mount"]
     if bind:
         argv.append("--bind")
@@ -82,21 +86,22 @@ def mounted(
     if options:
         argv += ["-o", ",".join(options)]
     run([*argv, source, target], what=f"mount {source} on {target}")
+
+
+@contextlib.contextmanager
+def mounted(
+    source: str | Path,
+    target: Path,
+    *,
+    fstype: str | None = None,
+    options: Sequence[str] = (),
+    bind: bool = False,
+    recursive_unmount: bool = False,
+) -> Iterator[Path]:
+    """``source`` mounted on ``target`` for as long as the context lasts; with
+    ``recursive_unmount`` whatever was mounted below it goes too."""
+    mount(source, target, fstype=fstype, options=options, bind=bind)
     try:
         yield target
     finally:
-        unmount(target)
-
-
-def mounts_under(path: Path) -> list[Path]:
-    """Every mount point at or below ``path``, the most recently mounted first (the order to
-    unmount them in), from the kernel's mount table."""
-    found: list[Path] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
-        point = line.split()[4]
-        for escaped, plain in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-            point = point.replace(escaped, plain)
-        if _is_under(point, path):
-            found.append(Path(point))
-    return found[::-1]
+        unmount(target, recursive=recursive_unmount)

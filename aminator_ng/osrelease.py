@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from aminator_ng.chroot import resolve_in_root
+from aminator_ng import imagefs
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 
@@ -29,7 +29,6 @@ def parse_os_release(text: str) -> dict[str, str]:
 def read_os_release(root: Path) -> dict[str, str]:
     """The image's os-release fields; {} when it has none."""
     for inside in OS_RELEASE_PATHS:
-        path = resolve_in_root(root, inside)
-        if path.is_file():
-            return parse_os_release(path.read_text(errors="replace"))
+        if imagefs.is_file(root, inside):
+            return parse_os_release(imagefs.read_bytes(root, inside).decode(errors="replace"))
     return {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import ClassVar
 
-from aminator_ng.chroot import Chroot, created_directories
+from aminator_ng.chroot import Chroot, check_unchanged, created_directories
 from aminator_ng.errors import RequestError
+from aminator_ng.imagefs import Identity
 from aminator_ng.model import ManifestEntry, PackageInfo, PackageRequest, Repository
 
 
@@ -73,8 +73,9 @@ class Provisioner(abc.ABC):
         """Every package installed in the image."""
 
 
-#: Where package files are copied inside the image for the install, then removed.
-STAGING_DIR = "/var/cache/aminator-ng/packages"
+#: Where package files are copied inside the image for the install, then removed: on the bake's
+#: own tmpfs /run, so that not even a killed bake leaves them on the image's disk.
+STAGING_DIR = "/run/aminator-ng/packages"
 
 
 @contextlib.contextmanager
@@ -85,14 +86,18 @@ def staged_package_files(chroot: Chroot, packages: Sequence[PackageRequest]) -> 
     if not files:
         yield []
         return
-    with created_directories(chroot, STAGING_DIR) as staging:
-        try:
-            inside: list[str] = []
-            for index, path in enumerate(files):
-                name = f"{index:02d}-{path.name}"
-                shutil.copyfile(path, staging / name)
-                inside.append(f"{STAGING_DIR}/{name}")
-            yield inside
-        finally:
-            for leftover in staging.iterdir():
-                leftover.unlink()
+    with created_directories(chroot, STAGING_DIR), contextlib.ExitStack() as stack:
+        staging = chroot.identity(STAGING_DIR)
+        assert staging is not None
+        inside: list[str] = []
+        for index, path in enumerate(files):
+            staged = f"{STAGING_DIR}/{index:02d}-{path.name}"
+            stack.callback(_remove_staged, chroot, staging, staged)
+            chroot.write_file(staged, path)
+            inside.append(staged)
+        yield inside
+
+
+def _remove_staged(chroot: Chroot, staging: Identity, staged: str) -> None:
+    check_unchanged(chroot, STAGING_DIR, staging, f"remove {staged}")
+    chroot.remove(staged)

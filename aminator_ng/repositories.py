@@ -11,10 +11,9 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from aminator_ng.chroot import Chroot, created_directories
+from aminator_ng.chroot import Chroot, created_directories, mounted_inside
 from aminator_ng.errors import NotFoundError, RequestError
 from aminator_ng.model import Repository, SourceLine
-from aminator_ng.mount import mounted
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,9 @@ REPOSITORY_HINT = (
 )
 #: A repository's root URL, as dnf's baseurl takes it.
 _REPOSITORY_URL = re.compile(r"^(?:https?|ftp)://[^\s/]+\S*$|^file:///\S+$")
-#: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth.
-REPOSITORY_MOUNTS = "/var/cache/aminator-ng/repos"
+#: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth: on the
+#: bake's own tmpfs /run, with their indexes beside them.
+REPOSITORY_MOUNTS = "/run/aminator-ng/repos"
 #: Nothing in a repository directory is changed or run from inside the image.
 REPOSITORY_MOUNT_OPTIONS = ("ro", "nosuid", "nodev", "noexec")
 _ARMORED_KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
@@ -109,9 +109,15 @@ def mounted_repositories(
                 placed.append(repository)
                 continue
             inside = f"{REPOSITORY_MOUNTS}/{index}/pool"
-            target = stack.enter_context(created_directories(chroot, inside))
+            stack.enter_context(created_directories(chroot, inside))
             stack.enter_context(
-                mounted(repository.directory, target, bind=True, options=REPOSITORY_MOUNT_OPTIONS)
+                mounted_inside(
+                    chroot,
+                    inside,
+                    repository.directory,
+                    bind=True,
+                    options=REPOSITORY_MOUNT_OPTIONS,
+                )
             )
             log.info("repository %s mounted read-only at %s", repository.directory, inside)
             placed.append(replace(repository, mounted_at=inside))

@@ -4,10 +4,14 @@ Commands are argv lists (never a shell), run with stdin from /dev/null unless in
 small fixed environment, in a session of their own so that the terminal's Ctrl-C reaches only the
 engine, which then ends them. Their output goes to the bake log as it comes. A failure raises one
 ``CommandError`` carrying the command, its exit code and the last lines of its stderr.
+
+Within ``commands_entering`` (a bake, ``base create``) every command enters the bake's namespaces
+first (nsenter): it sees the bake's mounts, and it dies with the bake's PID namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -17,12 +21,13 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from aminator_ng.errors import BakeTimeoutError, CommandError, HostError
+from aminator_ng.errors import BakeError, BakeTimeoutError, CommandError, HostError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "mkfs.xfs": "xfsprogs",
     "mmdebstrap": "mmdebstrap",
     "mount": "mount",
+    "nsenter": "util-linux",
     "partx": "util-linux",
     "rpm": "rpm",
     "sfdisk": "fdisk",
@@ -55,6 +61,10 @@ TOOL_PACKAGES: dict[str, str] = {
 }
 
 STDERR_TAIL_LINES = 12
+#: The argv prefix that enters the current bake's namespaces (an nsenter command), if any.
+_namespace_entry: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "aminator_namespace_entry", default=None
+)
 # Greedy to the last "@" of the authority: a password may hold an unescaped "@".
 _CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/\s]+@")
 
@@ -85,13 +95,19 @@ def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str
     return env
 
 
+def _missing_tool(name: str) -> HostError:
+    package = TOOL_PACKAGES.get(Path(name).name)
+    return HostError(
+        f"required tool not found: {name}",
+        hint=f"install it with: apt-get install {package}" if package else None,
+    )
+
+
 def find_tool(name: str) -> str:
     """The absolute path of a tool, or a HostError naming the Debian package that provides it."""
     found = shutil.which(name, path=SEARCH_PATH)
     if found is None:
-        package = TOOL_PACKAGES.get(name)
-        hint = f"install it with: apt-get install {package}" if package else None
-        raise HostError(f"required tool not found: {name}", hint=hint)
+        raise _missing_tool(name)
     return found
 
 
@@ -99,6 +115,28 @@ def require_tools(names: Iterable[str]) -> None:
     """Fail early, before anything is acquired, when a tool is missing."""
     for name in names:
         find_tool(name)
+
+
+@contextlib.contextmanager
+def commands_entering(entry: Sequence[str]) -> Iterator[None]:
+    """Within the context, every command runs through ``entry``, an nsenter argv (without the
+    command or ``--``) that enters the bake's namespaces."""
+    token = _namespace_entry.set(tuple(entry))
+    try:
+        yield
+    finally:
+        _namespace_entry.reset(token)
+
+
+def _entered(args: list[str], cwd: str | os.PathLike[str] | None) -> tuple[list[str], str | None]:
+    """The argv and working directory to start: ``args`` as is, or through the namespace entry
+    (the tool is looked up first, so that a missing one is still a HostError)."""
+    entry = _namespace_entry.get()
+    if entry is None:
+        return args, os.fspath(cwd) if cwd is not None else None
+    tool = args[0] if Path(args[0]).is_absolute() else find_tool(args[0])
+    directory = [f"--wdns={os.fspath(cwd)}"] if cwd is not None else []
+    return [*entry, *directory, "--", tool, *args[1:]], None
 
 
 def _pump(stream: IO[str], sink: deque[str] | list[str], prefix: str) -> None:
@@ -149,24 +187,21 @@ def run(
     log.debug("+ %s", mask_credentials(shlex.join(args)))
     if env:
         log.debug("  with %s", mask_credentials(" ".join(f"{k}={v}" for k, v in env.items())))
+    started, directory = _entered(args, cwd)
     try:
         process = subprocess.Popen(
-            args,
+            started,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
             env=full_env,
-            cwd=cwd,
+            cwd=directory,
             start_new_session=True,
         )
     except FileNotFoundError as exc:
-        package = TOOL_PACKAGES.get(Path(args[0]).name)
-        raise HostError(
-            f"required tool not found: {args[0]}",
-            hint=f"install it with: apt-get install {package}" if package else None,
-        ) from exc
+        raise _missing_tool(started[0]) from exc
     stdout_lines: list[str] = []
     stderr_tail: deque[str] = deque(maxlen=200)
     assert process.stdout is not None and process.stderr is not None
@@ -205,3 +240,64 @@ def run(
         message = f"{label} failed (exit {returncode})" + (f": {_gist(tail)}" if tail else "")
         raise CommandError(message, argv=args, returncode=returncode, stderr_tail=tail, hint=hint)
     return completed
+
+
+@contextlib.contextmanager
+def helper_process(argv: Sequence[str | os.PathLike[str]], *, what: str) -> Iterator[Helper]:
+    """A long-running helper of the engine's own (never an image's program), with pipes to its
+    stdin and stdout; its stderr goes to the log. On leaving, its stdin is closed, which tells it
+    to end, and it is waited for (killed if it does not end)."""
+    args = [os.fspath(a) for a in argv]
+    log.debug("+ %s &", shlex.join(args))
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        env=command_environment(),
+        start_new_session=True,
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    errors: deque[str] = deque(maxlen=20)
+    pump = threading.Thread(target=_pump, args=(process.stderr, errors, "  ! "), daemon=True)
+    pump.start()
+    helper = Helper(process, what, errors)
+    try:
+        yield helper
+    finally:
+        helper.end()
+        pump.join(timeout=5)
+        process.stdout.close()
+        if not pump.is_alive():
+            process.stderr.close()
+
+
+@dataclass
+class Helper:
+    """A running helper process (see ``helper_process``)."""
+
+    process: subprocess.Popen[str]
+    what: str
+    errors: deque[str]
+
+    def end(self) -> None:
+        """Close its stdin, which tells it to end, and wait for it (kill it if it does not)."""
+        assert self.process.stdin is not None
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _end_process_group(self.process)
+
+    def read_line(self) -> str:
+        """The next line the helper prints; a BakeError naming it when it ends instead."""
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            returncode = self.process.wait()
+            said = _gist("".join(self.errors)) or f"exit {returncode}"
+            raise BakeError(f"{self.what} ended at start: {said}")
+        return line.strip()

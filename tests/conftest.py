@@ -7,7 +7,9 @@ tests/test_hooks_called.py, which runs last, can tell which hooks the suite neve
 
 A passed test's temporary directory is removed at its teardown (``tmp_path_retention_policy``):
 image files are large, and a suite's worth of them would fill the disk. Before that removal,
-nothing may still be mounted or attached under it."""
+nothing may still be mounted (in any mount namespace), attached or running under it. At the end
+of the session, nothing the session made may still run: no process may mention, work in or be
+rooted in the session's temporary directories (a gpg-agent a fixture never ended, say)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.hookrecord import HOOK_CHECK_NODE, HOOK_RECORD_VARIABLE, whole_suite_key
-from tests.hoststate import held_under, release_everything_under
+from tests.hoststate import held_under, processes_left_under, release_everything_under
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -87,3 +89,21 @@ def nothing_held_under_tmp_path(request: pytest.FixtureRequest) -> Generator[Non
     if held:
         release_everything_under(root)
         pytest.fail(f"left held under the test's directory: {held}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Generator[None]:
+    """Set up before every other fixture, so torn down after all of them: what still runs,
+    mounts or attaches under the session's directories then has no owner left to end it."""
+    roots = [
+        str(tmp_path_factory.getbasetemp()),
+        str(Path(os.environ[HOOK_RECORD_VARIABLE]).parent),
+    ]
+    yield
+    for root in roots:
+        processes_left_under(root, timeout_s=5)  # give a daemon told to stop its moment to end
+    held = {root: found for root in roots if (found := held_under(root))}
+    for root in held:
+        release_everything_under(root)
+    if held:
+        pytest.fail(f"left running or held after the session, now released: {held}")

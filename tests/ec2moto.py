@@ -8,6 +8,10 @@
   device over a copy of the data behind the volume's source snapshot appears where the engine
   looks for it, and goes on detach; a snapshot of the volume is backed by a copy of its data.
 - The instance metadata service answers with a real instance of the server.
+- The tests' own client signs with ``FIXTURE_KEY``, so the calls the engine made are told apart
+  from the setup. On a clean exit of ``moto_ec2``, every call the engine made must be allowed by
+  the documented IAM policy, as tests/iampolicy.py judges it (moto does not evaluate IAM); calls
+  signed with ``PROBE_KEY`` are a test's own questions to the policy, judged by the test.
 
 This patches moto 5.2 internals (setup.cfg pins it).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import stat
 import subprocess
 import threading
 import urllib.request
@@ -32,10 +37,19 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.instance_metadata import responses as instance_metadata
+from moto.instance_metadata import urls as instance_metadata_urls
 from moto.server import ThreadedMotoServer
+
+from aminator_ec2.backend import Ec2Cloud
+from aminator_ng.api import EngineSettings, Image, ImageSpec
 
 REGION = "us-east-1"
 ZONE = "us-east-1b"
+#: The access key of the tests' own client; the engine signs with another (``ENGINE_KEY``).
+#: moto reads a key from a request only if it has AWS's shape: 20 capitals and digits.
+FIXTURE_KEY = "AKIAFIXTURE000000000"
+ENGINE_KEY = "AKIAENGINE0000000000"
+PROBE_KEY = "AKIAPROBE00000000000"
 #: The least-privilege IAM policy of the EC2 backend, as the operator guide gives it.
 IAM_POLICY = Path(__file__).resolve().parents[1] / "docs" / "ec2-iam-policy.json"
 
@@ -47,9 +61,14 @@ def policy_actions() -> set[str]:
 
 @dataclass
 class Call:
+    """One request the server answered: who signed it, what it asked, what it was answered."""
+
     service: str
     action: str
     params: dict[str, Any]
+    access_key: str = ENGINE_KEY
+    status: int = 0
+    answer: str = ""
 
 
 @dataclass
@@ -64,6 +83,8 @@ class Udev:
     device_root: Path
     sysfs_root: Path
     mode: str = "nvme"
+    #: A block device shown for a volume with no data behind it (a test that never reads it).
+    stand_in: Path | None = None
     #: Snapshot id -> the raw file that holds its data.
     data: dict[str, Path] = field(default_factory=dict)
     #: Volume id -> (loop device, the names made for it).
@@ -74,16 +95,14 @@ class Udev:
         return self.root / "volumes" / f"{volume_id}.raw"
 
     def attach(self, volume_id: str, source_snapshot: str | None, point: str) -> None:
-        if self.mode == "never" or source_snapshot not in self.data:
+        if self.mode == "never":
             return
-        data = self.volume_file(volume_id)
-        if not data.exists():
-            data.parent.mkdir(parents=True, exist_ok=True)
-            copy = ["cp", "--sparse=always", str(self.data[source_snapshot]), str(data)]
-            subprocess.run(copy, check=True)
-        loop = subprocess.run(
-            ["losetup", "--find", "--show", str(data)], check=True, capture_output=True, text=True
-        ).stdout.strip()
+        if source_snapshot in self.data:
+            device = self._loop_device(volume_id, self.data[source_snapshot])
+        elif self.stand_in is not None:
+            device = str(self.stand_in)
+        else:
+            return
         with self.lock:
             made: list[Path] = []
             if self.mode == "nvme":
@@ -99,9 +118,18 @@ class Udev:
                 name = "xvd" + point.removeprefix("/dev/sd")
             node = self.device_root / name
             node.parent.mkdir(parents=True, exist_ok=True)
-            node.symlink_to(loop)
+            node.symlink_to(device)
             made.append(node)
-            self.attached[volume_id] = (loop, made)
+            self.attached[volume_id] = (device, made)
+
+    def _loop_device(self, volume_id: str, source: Path) -> str:
+        data = self.volume_file(volume_id)
+        if not data.exists():
+            data.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "--sparse=always", str(source), str(data)], check=True)
+        return subprocess.run(
+            ["losetup", "--find", "--show", str(data)], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     def _namespaces(self) -> list[Path]:
         return list((self.sysfs_root / "block").glob("nvme*n1"))
@@ -114,7 +142,7 @@ class Udev:
                     path.unlink()
                 else:
                     subprocess.run(["rm", "-rf", str(path)], check=True)
-        if loop:
+        if loop and loop != str(self.stand_in):
             subprocess.run(["partx", "-d", loop], check=False, capture_output=True)
             subprocess.run(["losetup", "-d", loop], check=True)
 
@@ -151,6 +179,14 @@ def _wrap(
     monkeypatch.setattr(cls, name, wrapped)
 
 
+def _request_params(response: BaseResponse) -> dict[str, Any]:
+    """The parameters of a request: its JSON body for JSON protocols (SSM), else moto's parse."""
+    if "json" in str(response.headers.get("Content-Type", "")):
+        params: dict[str, Any] = json.loads(response.body or "{}")
+        return params
+    return dict(response._get_params())
+
+
 def _tags_of(params: dict[str, Any], resource_type: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for spec in params.get("TagSpecifications", ()):
@@ -161,6 +197,9 @@ def _tags_of(params: dict[str, Any], resource_type: str) -> dict[str, str]:
 
 class MotoEc2:
     """A moto server for EC2 and SSM with the patches above; see the module docstring."""
+
+    #: The bake host's instance id, for the tests that ran ``host_instance``.
+    instance_id: str = ""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         self.root = root
@@ -182,12 +221,13 @@ class MotoEc2:
         self.udev.release()
         self.server.stop()
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, access_key: str = FIXTURE_KEY) -> Any:
+        """A client for the tests' own calls, signed with ``access_key``."""
         return boto3.client(
             service,
             region_name=REGION,
             endpoint_url=self.url,
-            aws_access_key_id="testing",
+            aws_access_key_id=access_key,
             aws_secret_access_key="testing",
             config=botocore.config.Config(retries={"max_attempts": 1}),
         )
@@ -197,7 +237,7 @@ class MotoEc2:
         return {
             "AWS_ENDPOINT_URL": self.url,
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.url + "/",
-            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_ACCESS_KEY_ID": ENGINE_KEY,
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_MAX_ATTEMPTS": "1",
             "AWS_CONFIG_FILE": str(config_dir / "aws-config"),
@@ -214,6 +254,47 @@ class MotoEc2:
 
     def requests(self, action: str) -> list[dict[str, Any]]:
         return [call.params for call in self.calls if call.action == action]
+
+    def engine_calls(self) -> list[Call]:
+        """The calls not made by the tests' own clients."""
+        return [call for call in self.calls if call.access_key not in (FIXTURE_KEY, PROBE_KEY)]
+
+    def use_in_process(self, monkeypatch: pytest.MonkeyPatch, config_dir: Path) -> None:
+        """Point this process's AWS settings at the server, as ``environment`` does a CLI's."""
+        for name, value in self.environment(config_dir).items():
+            monkeypatch.setenv(name, value)
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_RETRY_MODE"):
+            monkeypatch.delenv(name, raising=False)
+
+    def backend(self, lock_dir: Path) -> Ec2Cloud:
+        """The EC2 backend of this process, looking for devices where ``udev`` makes them."""
+        settings = EngineSettings(
+            plugin_settings={
+                "ec2": {
+                    "attach_timeout": 1.0,
+                    "device_root": self.udev.device_root,
+                    "sysfs_root": self.udev.sysfs_root,
+                    "lock_dir": lock_dir,
+                }
+            }
+        )
+        return Ec2Cloud(settings)
+
+    def instance_profile(self, monkeypatch: pytest.MonkeyPatch, **replaced: str) -> None:
+        """Have the metadata service hand out other instance-profile credentials or IMDSv2 token:
+        ``replaced`` maps what moto serves (``test-secret-key``, ``fake-imdsv2-token``...) to
+        what to serve instead. Takes effect for a server that has not answered IMDS yet."""
+        route = "{0}/(?P<path>.+)"
+        original = instance_metadata_urls.url_paths[route]
+
+        def replacing(request: Any, full_url: str, headers: Any) -> Any:
+            status, response_headers, body = original(request, full_url, headers)
+            text = body.decode() if isinstance(body, bytes) else str(body)
+            for served, instead in replaced.items():
+                text = text.replace(served, instead)
+            return status, response_headers, text
+
+        monkeypatch.setitem(instance_metadata_urls.url_paths, route, replacing)
 
     # The host and its base images.
 
@@ -269,6 +350,19 @@ class MotoEc2:
         self.calls.clear()
         return image_id
 
+    def bake_snapshot(self, bake_id: str) -> str:
+        """A snapshot with the tags a bake's snapshot gets at its creation, and no data."""
+        volume = self.ec2.create_volume(AvailabilityZone=ZONE, Size=8)["VolumeId"]
+        tags = [
+            {"Key": "aminator-ng:bake-id", "Value": bake_id},
+            {"Key": "aminator-ng:purpose", "Value": "snapshot"},
+        ]
+        snapshot = self.ec2.create_snapshot(
+            VolumeId=volume, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}]
+        )["SnapshotId"]
+        self.ec2.delete_volume(VolumeId=volume)
+        return str(snapshot)
+
     # The patches.
 
     def _patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,10 +370,21 @@ class MotoEc2:
         calls = self.calls
 
         def recorded(response: BaseResponse) -> Any:
+            call = None
             with contextlib.suppress(Exception):
-                service = str(response.service_name)
-                calls.append(Call(service, response._get_action(), dict(response._get_params())))
-            return original_call_action(response)
+                call = Call(
+                    str(response.service_name),
+                    response._get_action(),
+                    _request_params(response),
+                    access_key=response.get_access_key(),
+                )
+                calls.append(call)
+            answer = original_call_action(response)
+            if call is not None and isinstance(answer, tuple) and len(answer) == 3:
+                status, _headers, body = answer
+                call.status = int(status)
+                call.answer = body.decode() if isinstance(body, bytes) else str(body)
+            return answer
 
         monkeypatch.setattr(BaseResponse, "call_action", recorded)
 
@@ -334,8 +439,51 @@ def moto_ec2(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[MotoEc2]:
     moto = MotoEc2(monkeypatch, root)
     try:
         yield moto
+        refused = refused_calls(moto)
+        assert not refused, "the IAM policy refuses calls the engine made:\n" + "\n".join(refused)
     finally:
         moto.stop()
+
+
+def refused_calls(moto: MotoEc2) -> list[str]:
+    """What the documented IAM policy would refuse of the calls the engine made, each saying why.
+    The fixtures' calls are the world the engine's act on, never judged; probes are left out."""
+    # Imported here: tests/iampolicy.py imports this module's Call.
+    from tests.iampolicy import Evaluator, Policy
+
+    engine = {id(call) for call in moto.engine_calls()}
+    calls = [call for call in moto.calls if call.access_key != PROBE_KEY]
+    verdicts = Evaluator(Policy.load(IAM_POLICY)).run(calls, judged=lambda c: id(c) in engine)
+    return [verdict.reason for verdict in verdicts if not verdict.allowed]
+
+
+def some_block_device() -> Path:
+    """Any block device of this host (to stand in for a volume nothing reads), else a skip."""
+    for candidate in sorted(Path("/dev").iterdir()):
+        try:
+            if stat.S_ISBLK(candidate.stat().st_mode):
+                return candidate
+        except OSError:
+            continue
+    pytest.skip("this host shows no block device in /dev")
+
+
+def bake_with_backend(cloud: Ec2Cloud, base_ami: str, bake_id: str) -> Image:
+    """What a bake asks of the EC2 backend, in the order aminator_ng/bake.py asks it, with
+    nothing mounted or installed: the volume is deleted once snapshotted, the rest is kept."""
+    base = cloud.resolve_base(base_ami)
+    name = f"hello-1.0-1-{bake_id}"
+    description = f"{name}, from {base.name}"
+    with contextlib.ExitStack() as stack:
+        volume_stack = stack.enter_context(contextlib.ExitStack())
+        volume = volume_stack.enter_context(cloud.volume(base, bake_id))
+        with cloud.attached(volume, bake_id):
+            cloud.check_name_available(name)
+        tags = {"appversion": "hello-1.0-1", "base_image_id": base.image_id}
+        spec = ImageSpec(name, description, tags, (), base)
+        snapshot = stack.enter_context(cloud.image_snapshot(volume, bake_id, spec))
+        volume_stack.close()
+        return stack.enter_context(cloud.registered(snapshot, spec, bake_id))
 
 
 def made_by_bakes(ec2: Any) -> dict[str, list[str]]:

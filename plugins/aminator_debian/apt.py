@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
 import re
-import shutil
 import stat
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from aminator_debian.repository import has_added_repositories, update_failure, written_sources
 from aminator_debian.version import package_info
@@ -24,6 +23,7 @@ from aminator_ng.api import (
     Provisioner,
     Repository,
     RequestError,
+    check_unchanged,
     staged_package_files,
 )
 
@@ -63,50 +63,50 @@ _SCRIPT_FAILED = re.compile(
 )
 
 
-def _is_real_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
+LISTS = "/var/lib/apt/lists"
+
+
+def _is_directory(info: os.stat_result | None) -> bool:
+    return info is not None and stat.S_ISDIR(info.st_mode)
 
 
 @contextlib.contextmanager
 def lists_cleaned(apt: Chroot) -> Iterator[None]:
     """On leaving, no package cache or lists in the image. The directories the lists directory
     held on entering (partial/) are emptied and get their owner and mode back (apt hands them
-    to _apt); everything else in it but the lock goes."""
-    lists = apt.path("/var/lib/apt/lists")
-    kept = {entry.name: entry.lstat() for entry in _entries(lists) if _is_real_dir(entry)}
+    to _apt); everything else in it but the lock goes. Every path is resolved inside the image
+    as it is used, and a lists directory that a package script replaced is not touched."""
+    lists = apt.identity(LISTS) if _is_directory(apt.lstat(LISTS)) else None
+    kept = {
+        name: info
+        for name in apt.listdir(LISTS)
+        if _is_directory(info := apt.lstat(f"{LISTS}/{name}"))
+    }
     try:
         yield
     finally:
         apt.run(["apt-get", "clean"], check=False)
-        for entry in _entries(lists):
-            before = kept.get(entry.name)
-            if entry.name == "lock":
-                continue
-            if before is None or not _is_real_dir(entry):
-                _remove_entry(entry)
-                continue
-            for leftover in entry.iterdir():
-                _remove_entry(leftover)
-            os.chown(entry, before.st_uid, before.st_gid, follow_symlinks=False)
-            entry.chmod(stat.S_IMODE(before.st_mode))
+        if lists is not None:
+            check_unchanged(apt, LISTS, lists, "clean the package lists")
+            for name in apt.listdir(LISTS):
+                _clean_entry(apt, f"{LISTS}/{name}", kept.get(name))
 
 
-def _entries(directory: Path) -> list[Path]:
-    return list(directory.iterdir()) if _is_real_dir(directory) else []
-
-
-def _remove_entry(path: Path) -> None:
-    """Remove a file, symlink or directory tree in the image; a symlink is never followed (the
-    lists of a file: repository are symlinks to paths inside the image, not on the host)."""
-    if _is_real_dir(path):
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+def _clean_entry(apt: Chroot, entry: str, before: os.stat_result | None) -> None:
+    if entry.endswith("/lock"):
+        return
+    if before is None or not _is_directory(apt.lstat(entry)):
+        apt.remove(entry)
+        return
+    for leftover in apt.listdir(entry):
+        apt.remove(f"{entry}/{leftover}")
+    apt.set_owner_and_mode(
+        entry, uid=before.st_uid, gid=before.st_gid, mode=stat.S_IMODE(before.st_mode)
+    )
 
 
 def _has_package_lists(chroot: Chroot) -> bool:
-    lists = chroot.path("/var/lib/apt/lists")
-    return lists.is_dir() and any(lists.glob("*_Packages*"))
+    return any(fnmatch.fnmatch(name, "*_Packages*") for name in chroot.listdir(LISTS))
 
 
 def _unresolvable(error: CommandError, names: Sequence[str]) -> RequestError:

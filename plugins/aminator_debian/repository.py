@@ -48,7 +48,7 @@ _NOT_VERIFIED = (
 
 
 def has_added_repositories(chroot: Chroot) -> bool:
-    return chroot.path(SOURCES_FILE, follow_last=False).exists()
+    return chroot.exists(SOURCES_FILE)
 
 
 def update_failure(error: CommandError) -> Exception:

@@ -13,7 +13,7 @@ import logging
 import platform
 import shlex
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -97,8 +97,6 @@ class Ec2Cloud(CloudBackend):
         self.lock_dir = Path(own.get("lock_dir") or "/run/lock")
         self.overrides = RegistrationOverrides.from_settings(own)
         self._bases: dict[str, BaseImage] = {}
-        #: Device path -> (volume id, attachment point), for the release commands.
-        self._attachments: dict[str, tuple[str, str]] = {}
 
     # Who and where we are, asked only when needed: listing images needs no instance.
 
@@ -263,8 +261,6 @@ class Ec2Cloud(CloudBackend):
                 "raise --attach-timeout on a slow host",
             )
             log.info("volume %s is %s", volume_id, device)
-            self._attachments[str(device)] = (volume_id, point)
-            stack.callback(self._attachments.pop, str(device), None)
             yield device
 
     def _detach(self, volume_id: str, instance_id: str, point: str) -> None:
@@ -279,19 +275,29 @@ class Ec2Cloud(CloudBackend):
         self._wait_volume(volume_id, "available", self.attach_timeout_s)
         log.info("detached %s from %s", volume_id, point)
 
+    def snapshot(
+        self, volume: Volume, bake_id: str, description: str
+    ) -> AbstractContextManager[Snapshot]:
+        return self._snapshot(volume, bake_id, description, {})
+
+    def image_snapshot(
+        self, volume: Volume, bake_id: str, spec: ImageSpec
+    ) -> AbstractContextManager[Snapshot]:
+        # Named and tagged as its image at creation: the IAM policy allows tags at creation only.
+        image_tags = {k: v for k, v in spec.tags.items() if not k.startswith(TAG_PREFIX)}
+        return self._snapshot(volume, bake_id, spec.description, {**image_tags, "Name": spec.name})
+
     @contextlib.contextmanager
-    def snapshot(self, volume: Volume, bake_id: str, description: str) -> Iterator[Snapshot]:
+    def _snapshot(
+        self, volume: Volume, bake_id: str, description: str, image_tags: Mapping[str, str]
+    ) -> Iterator[Snapshot]:
+        tags = {**self._resource_tags(bake_id, "snapshot"), **image_tags}
         created = call(
             self.ec2.create_snapshot,
             volume.volume_id,
             VolumeId=volume.volume_id,
             Description=description[:255],
-            TagSpecifications=[
-                {
-                    "ResourceType": "snapshot",
-                    "Tags": _tags(self._resource_tags(bake_id, "snapshot")),
-                }
-            ],
+            TagSpecifications=[{"ResourceType": "snapshot", "Tags": _tags(tags)}],
         )
         snapshot_id = str(created["SnapshotId"])
         log.info("snapshot %s of %s", snapshot_id, volume.volume_id)
@@ -369,12 +375,6 @@ class Ec2Cloud(CloudBackend):
             raise aws_error(error, "RegisterImage", spec.name) from error
         log.info("registered %s as %s", image_id, spec.name)
         try:
-            call(
-                self.ec2.create_tags,
-                snapshot.snapshot_id,
-                Resources=[snapshot.snapshot_id],
-                Tags=_tags({**spec.tags, BAKE_ID_TAG: bake_id, "Name": spec.name}),
-            )
             yield self.get_image(image_id)
         except BaseException:
             call(self.ec2.deregister_image, image_id, ImageId=image_id)
@@ -435,12 +435,6 @@ class Ec2Cloud(CloudBackend):
     def release_command(self, kind: str, resource_id: str) -> str:
         region = f" --region {shlex.quote(self.clients.region)}"
         quoted = shlex.quote(resource_id)
-        if kind == "device":
-            volume_id, point = self._attachments.get(resource_id, (resource_id, ""))
-            return (
-                f"aws ec2 detach-volume --volume-id {shlex.quote(volume_id)} --instance-id "
-                f"{shlex.quote(self.identity.instance_id)} --device {shlex.quote(point)}{region}"
-            )
         if kind == "volume":
             return f"aws ec2 delete-volume --volume-id {quoted}{region}"
         if kind == "snapshot":

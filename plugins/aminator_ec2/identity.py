@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import botocore.session  # type: ignore[import-untyped]  # botocore ships no types
-
+from aminator_ec2.aws import new_botocore_session
 from aminator_ng.api import HostError
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def region_of_zone(availability_zone: str) -> str:
 
 def metadata_endpoint(session: Any = None) -> str:
     """The instance metadata endpoint boto3 would use (environment, profile, endpoint mode)."""
-    botocore_session = session if session is not None else botocore.session.get_session()
+    botocore_session = session if session is not None else new_botocore_session()
     custom = botocore_session.get_config_variable("ec2_metadata_service_endpoint")
     if custom:
         return str(custom)
@@ -175,7 +174,7 @@ def instance_identity(
             "the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED=true)",
             hint="unset AWS_EC2_METADATA_DISABLED on an EC2 bake host, or use --cloud local",
         )
-    botocore_session = session if session is not None else botocore.session.get_session()
+    botocore_session = session if session is not None else new_botocore_session()
     if timeout_s is None:
         timeout_s = _number(
             botocore_session.get_config_variable("metadata_service_timeout"), DEFAULT_TIMEOUT_S

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]  # boto3 ships no types
-import botocore.config  # type: ignore[import-untyped]
+import botocore.config  # type: ignore[import-untyped]  # botocore ships no types
 import botocore.exceptions  # type: ignore[import-untyped]
 
-from aminator_ec2.aws import AWS_ERRORS, aws_error
+from aminator_ec2.aws import (
+    AWS_ERRORS,
+    aws_error,
+    log_calls,
+    new_boto3_session,
+    quiet_aws_libraries,
+)
 from aminator_ng.api import (
     AminatorError,
     ConfigError,
@@ -77,10 +82,12 @@ def ec2_clients(
     ``AWS_ENDPOINT_URL_EC2``/``_SSM``, ``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE`` all work
     through boto3 itself. The retry mode is set only when ``retry_mode`` is given, or to
     ``standard`` when neither the environment nor the profile chose one (botocore's own default
-    is ``legacy``).
+    is ``legacy``). Each client logs one line per call (``aws.log_calls``), and the AWS libraries'
+    own loggers are capped at WARNING: theirs would carry signed headers and bodies.
     """
+    quiet_aws_libraries()  # a given session too
     try:
-        session = session if session is not None else boto3.session.Session()
+        session = session if session is not None else new_boto3_session()
         region = region or configured_region(session)
         if retry_mode is None and not _retry_mode_configured(session):
             retry_mode = "standard"
@@ -89,6 +96,8 @@ def ec2_clients(
             config = botocore.config.Config(retries={"mode": retry_mode})
         ec2 = session.client("ec2", region_name=region, config=config)
         ssm = session.client("ssm", region_name=region, config=config)
+        log_calls(ec2)
+        log_calls(ssm)
     except botocore.exceptions.ProfileNotFound as error:
         raise ConfigError(str(error), hint="check AWS_PROFILE and ~/.aws/config") from error
     except botocore.exceptions.NoRegionError as error:
@@ -108,7 +117,7 @@ def configured_region(session: Any = None) -> str | None:
     if os.environ.get("AWS_REGION"):
         return os.environ["AWS_REGION"]
     try:
-        session = session if session is not None else boto3.session.Session()
+        session = session if session is not None else new_boto3_session()
     except botocore.exceptions.ProfileNotFound as error:
         raise ConfigError(str(error), hint="check AWS_PROFILE and ~/.aws/config") from error
     return str(session.region_name) if session.region_name else None

@@ -177,9 +177,6 @@ class LocalCloud(CloudBackend):
         return released
 
     def release_command(self, kind: str, resource_id: str) -> str:
-        if kind == "device":
-            device = shlex.quote(resource_id)
-            return f"partx -d {device}; losetup -d {device}"
         if kind == "volume":
             return f"rm -f {shlex.quote(str(self.store.volume_path(resource_id)))}"
         if kind == "snapshot":

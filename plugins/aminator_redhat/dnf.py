@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -58,9 +57,9 @@ class DnfCommand:
     def of(cls, chroot: Chroot) -> DnfCommand:
         """dnf5 where the image has it, else dnf 4 (``dnf`` or, on some images, only
         ``dnf-3``)."""
-        if chroot.path("/usr/bin/dnf5").is_file():
+        if chroot.is_file("/usr/bin/dnf5"):
             return cls("/usr/bin/dnf5", "--no-gpgchecks")
-        if not chroot.path("/usr/bin/dnf").is_file() and chroot.path("/usr/bin/dnf-3").is_file():
+        if not chroot.is_file("/usr/bin/dnf") and chroot.is_file("/usr/bin/dnf-3"):
             return cls("/usr/bin/dnf-3", "--nogpgcheck")
         return cls("/usr/bin/dnf", "--nogpgcheck")
 
@@ -149,13 +148,8 @@ def cache_cleaned(chroot: Chroot, dnf: DnfCommand) -> Iterator[None]:
     finally:
         chroot.run(dnf.argv("clean", "all"), check=False)
         for inside in ("/var/cache/dnf", "/var/cache/libdnf5"):
-            cache = chroot.path(inside)
-            if cache.is_dir() and not cache.is_symlink():
-                for entry in cache.iterdir():
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
+            for entry in chroot.listdir(inside):
+                chroot.remove(f"{inside}/{entry}")
 
 
 class DnfProvisioner(Provisioner):

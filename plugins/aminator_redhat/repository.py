@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
@@ -58,16 +57,15 @@ def indexed_directory(chroot: Chroot, repository: Repository) -> Iterator[str]:
     if not any(repository.directory.rglob("*.rpm")):
         raise RequestError(f"repository directory holds no .rpm packages: {repository.spec}")
     base = PurePosixPath(repository.mounted_at).parent
-    target = chroot.path(str(base))
     try:
         run(
-            [INDEX_TOOL, "--quiet", "--no-database", target],
+            [INDEX_TOOL, "--quiet", "--no-database", chroot.path(str(base))],
             what=f"index the packages of {repository.directory}",
         )
         yield f"file://{base}"
     finally:
         for made in ("repodata", ".repodata"):
-            shutil.rmtree(target / made, ignore_errors=True)
+            chroot.remove(f"{base}/{made}")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ systemctl or service during the bake keeps its version.
 from __future__ import annotations
 
 import logging
+import stat
 from contextlib import ExitStack
 
 from aminator_ng.api import Chroot, created_directories, replaced_file
@@ -57,19 +58,22 @@ def _present(chroot: Chroot, candidates: tuple[str, ...]) -> list[str]:
     """The candidate paths the image has, each file once (/bin may be a link to /usr/bin)."""
     found: dict[object, str] = {}
     for inside in candidates:
-        path = chroot.path(inside, follow_last=False)
-        if (path.is_file() or path.is_symlink()) and path not in found:
-            found[path] = inside
+        info = chroot.lstat(inside)
+        if info is None or not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            continue
+        found.setdefault((info.st_dev, info.st_ino), inside)
     return list(found.values())
 
 
 def shim_service_managers(chroot: Chroot, stack: ExitStack) -> None:
     """Enter the shims on ``stack``: leaving it restores the image's files."""
     systemctls = _present(chroot, SYSTEMCTL_PATHS)
-    real = next((path for path in map(chroot.path, systemctls) if path.is_file()), None)
+    real = next((inside for inside in systemctls if chroot.is_file(inside)), None)
     if real is not None:
         stack.enter_context(created_directories(chroot, REAL_SYSTEMCTL.rsplit("/", 1)[0]))
-        stack.enter_context(replaced_file(chroot, REAL_SYSTEMCTL, real.read_bytes(), mode=0o755))
+        stack.enter_context(
+            replaced_file(chroot, REAL_SYSTEMCTL, chroot.read_bytes(real), mode=0o755)
+        )
     for inside in systemctls:
         stack.enter_context(
             replaced_file(chroot, inside, SYSTEMCTL_SHIM, mode=0o755, keep_if_replaced=True)

@@ -164,6 +164,18 @@ class Workspace:
         assert not left, f"left behind: {left}"
 
 
+def assert_one_error_line(result: Result, exit_code: int, *needles: str) -> str:
+    """The failure was told on one ``aminate: error:`` line holding every needle, with the
+    right exit code and no traceback; returns the line."""
+    assert result.returncode == exit_code, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("aminate: error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
 def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> None:
     """Until a package script of the bake ``process`` runs inside the image."""
     deadline = time.monotonic() + 120

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.hoststate import processes_left_under
+
 BASE_NAME = "synthel-9"
 #: The first bytes of every RPM file.
 RPM_LEAD = b"\xed\xab\xee\xdb"
@@ -148,9 +150,13 @@ class SigningKey:
                 "%commit",
             ]
         )
-        self._gpg("--gen-key", input=params)
         self.public = home / "public.asc"
-        self.public.write_text(self._gpg("--armor", "--export", email))
+        try:
+            self._gpg("--gen-key", input=params)
+            self.public.write_text(self._gpg("--armor", "--export", email))
+        except BaseException:
+            self.close()  # nobody else can: the caller never gets the key
+            raise
 
     def _gpg(self, *args: str, input: str | None = None) -> str:
         return subprocess.run(
@@ -163,13 +169,14 @@ class SigningKey:
         ).stdout
 
     def close(self) -> None:
-        """End the gpg-agent that gpg started for this home."""
+        """End the gpg-agent that gpg started for this home, and wait until it has."""
         subprocess.run(
             ["gpgconf", "--kill", "all"],
             env={**os.environ, "GNUPGHOME": str(self.home)},
             capture_output=True,
             check=True,
         )
+        processes_left_under(str(self.home), timeout_s=10)
 
     def sign(self, rpm: Path) -> Path:
         subprocess.run(

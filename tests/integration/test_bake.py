@@ -141,7 +141,7 @@ def test_package_by_name_names_the_image(workspace: Workspace) -> None:
 def test_daemon_started_by_postinst_is_ended(workspace: Workspace, debs: dict[str, Path]) -> None:
     result = workspace.aminate("-b", BASE_NAME, str(debs["daemon"]))
     assert result.returncode == 0, result.stderr
-    assert "ending processes left inside the image" in result.stderr
+    # It ended with the install: the last process of the install's PID namespace.
     assert not processes_rooted_under(str(workspace.home))
     assert len(workspace.baked_images()) == 1
 
@@ -202,19 +202,22 @@ def test_four_concurrent_bakes_make_four_images(
     assert {image["image_id"] for image in workspace.baked_images()} == ids
 
 
-def test_preserve_on_error_keeps_the_mount_and_says_how_to_release(
-    workspace: Workspace, debs: dict[str, Path]
+def test_preserve_on_error_keeps_the_volume_and_says_how_to_release(
+    workspace: Workspace, debs: dict[str, Path], tmp_path: Path
 ) -> None:
     result = workspace.aminate(
         "-b", BASE_NAME, "--preserve-on-error", "--output", "json", str(debs["failing"])
     )
     assert result.returncode == 1
     preserved = result.json()["preserved"]
-    # Listed in the order to release them: the reverse of acquisition.
-    assert [entry["kind"] for entry in preserved] == ["mount", "device", "volume"]
-    kept = {entry["kind"]: entry for entry in preserved}
-    mount_point = Path(kept["mount"]["id"])
-    assert (mount_point / "usr/sbin/policy-rc.d").exists()  # inspectable as it failed
+    # The mount and the loop device went with the bake's namespace; the volume stays.
+    assert [entry["kind"] for entry in preserved] == ["volume"]
+    assert not workspace.leftovers()["held on the host"]
+    [volume] = (workspace.home / "volumes").glob("*.raw")
+    with mounted_image(volume, tmp_path / "inspect") as root:
+        # Inspectable as it failed: the package half-configured, the chroot's changes undone.
+        assert dpkg_status(root, "broken") == "iF"
+        assert not (root / "usr/sbin/policy-rc.d").exists()
     assert "release in this order with" in result.stderr
     for entry in preserved:
         assert os.system(entry["release"]) == 0, entry["release"]

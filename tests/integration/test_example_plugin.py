@@ -17,8 +17,8 @@ import pytest
 from tests.integration.conftest import (
     BASE_NAME,
     REPO,
-    Result,
     Workspace,
+    assert_one_error_line,
     mounted_image,
 )
 
@@ -110,16 +110,6 @@ def build_acme_package(
             info.mtime = 1_700_000_000
             tar.addfile(info, io.BytesIO(content))
     return path
-
-
-def assert_one_error_line(result: Result, exit_code: int, *needles: str) -> str:
-    assert result.returncode == exit_code, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("aminate: error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 def test_aminate_plugins_lists_the_example(tmp_path: Path, with_acme: dict[str, str]) -> None:

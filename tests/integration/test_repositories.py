@@ -129,7 +129,7 @@ def test_a_directory_repository_installs_a_package_and_leaves_no_trace(
     # The host directory is read, never written: the index lives in the image, then goes.
     assert tree_state(repo_dir) == before
     log = Path(baked["log_path"]).read_text()
-    assert "deb [trusted=yes] file:/var/cache/aminator-ng/repos/0 ./" in log
+    assert "deb [trusted=yes] file:/run/aminator-ng/repos/0 ./" in log
 
     with mounted_image(export(workspace, baked["image_id"]), workspace.scratch / "baked") as root:
         for package in ("app", "leaf", "jq"):
@@ -237,11 +237,19 @@ def signed_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedRepo
     deb_into(served, root / "build", "signed-app", "1.0-1")
 
     def gpg(*args: str, output: Path | None = None) -> None:
-        completed = subprocess.run(
-            ["gpg", "--batch", "--quiet", "--homedir", str(gnupg), *args],
-            capture_output=True,
-            check=True,
-        )
+        try:
+            completed = subprocess.run(
+                ["gpg", "--batch", "--quiet", "--homedir", str(gnupg), *args],
+                capture_output=True,
+                check=True,
+            )
+        finally:
+            # gpg starts an agent for the home that outlives it: end it after every command.
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gnupg), "--kill", "all"],
+                capture_output=True,
+                check=False,
+            )
         if output is not None:
             output.write_bytes(completed.stdout)
 

@@ -19,7 +19,6 @@ from aminator_ng.api import (
     CloudError,
     ConfigError,
     ConflictError,
-    EngineSettings,
     ImageSpec,
     Snapshot,
     file_lock,
@@ -31,10 +30,7 @@ from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
 def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
     with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
         server.instance_id = server.host_instance(monkeypatch)
-        for name, value in server.environment(tmp_path).items():
-            monkeypatch.setenv(name, value)
-        for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_RETRY_MODE"):
-            monkeypatch.delenv(name, raising=False)
+        server.use_in_process(monkeypatch, tmp_path)
         yield server
         # Everything the backend asked of AWS is allowed by the documented policy.
         assert server.actions() <= policy_actions()
@@ -42,17 +38,7 @@ def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
 
 @pytest.fixture
 def cloud(moto: MotoEc2, tmp_path: Path) -> Ec2Cloud:
-    settings = EngineSettings(
-        plugin_settings={
-            "ec2": {
-                "attach_timeout": 1.0,
-                "device_root": moto.udev.device_root,
-                "sysfs_root": moto.udev.sysfs_root,
-                "lock_dir": tmp_path / "lock",
-            }
-        }
-    )
-    return Ec2Cloud(settings)
+    return moto.backend(tmp_path / "lock")
 
 
 @pytest.fixture
@@ -114,9 +100,7 @@ def test_a_failure_after_registration_deregisters_and_a_lost_answer_too(
     moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = cloud.resolve_base(base_ami)
-    snapshot_id = moto.ec2.describe_images(ImageIds=[base_ami])["Images"][0]["BlockDeviceMappings"][
-        0
-    ]["Ebs"]["SnapshotId"]
+    snapshot_id = moto.bake_snapshot("bake1")
     spec = ImageSpec("hello-1.0", "hello", {"appversion": "hello-1.0"}, (), base)
     snapshot = Snapshot(snapshot_id, "vol-1", 8 << 30)
     with pytest.raises(RuntimeError), cloud.registered(snapshot, spec, "bake1"):

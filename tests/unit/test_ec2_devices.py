@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,9 @@ from aminator_ec2.devices import (
     taken_in_ec2,
     taken_locally,
 )
+from tests.ec2moto import some_block_device
 
 VOLUME = "vol-0123456789abcdef0"
-
-
-def some_block_device() -> Path:
-    for candidate in sorted(Path("/dev").iterdir()):
-        try:
-            if stat.S_ISBLK(candidate.stat().st_mode):
-                return candidate
-        except OSError:
-            continue
-    pytest.skip("this host shows no block device in /dev")
 
 
 @pytest.fixture

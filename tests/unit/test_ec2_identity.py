@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -205,3 +206,14 @@ def test_without_imdsv2_it_falls_back_to_v1_unless_v1_is_disabled(
     with pytest.raises(HostError, match="IMDSv1 is disabled") as raised:
         instance_identity()
     assert raised.value.exit_code == 2
+
+
+def test_the_session_token_is_never_logged(imds: Imds, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert instance_identity().instance_id == "i-0123456789abcdef0"
+    imds.accept_token = "another-token"
+    with pytest.raises(HostError) as raised:
+        instance_identity()
+    assert any("instance identity" in record.getMessage() for record in caplog.records)
+    assert TOKEN not in caplog.text
+    assert TOKEN not in f"{raised.value.message} {raised.value.hint}"

@@ -24,7 +24,7 @@ from aminator_ng.api import (
 )
 
 #: The plugin API this plugin is written for: the same major version, this minor or a later one.
-REQUIRED_API = (1, 1)
+REQUIRED_API = (1, 5)
 
 
 def api_fits(version: str, required: tuple[int, int]) -> bool:
@@ -33,7 +33,7 @@ def api_fits(version: str, required: tuple[int, int]) -> bool:
 
 
 if not api_fits(API_VERSION, REQUIRED_API):
-    raise ImportError(f"aminator-acme needs plugin API 1.1 or a later 1.x, not {API_VERSION}")
+    raise ImportError(f"aminator-acme needs plugin API 1.5 or a later 1.x, not {API_VERSION}")
 
 #: This plugin's entry-point name (setup.cfg), which names its [plugins.acme] table.
 PLUGIN_NAME = "acme"
@@ -62,20 +62,20 @@ def aminator_detect_distro(os_release: Mapping[str, str], root: Path) -> Distro 
 
 
 @contextlib.contextmanager
-def directory(chroot: Chroot, inside: str) -> Iterator[Path]:
+def directory(chroot: Chroot, inside: str) -> Iterator[None]:
     """A directory inside the image for the context; removed again if this created it and it
     is still empty."""
-    path = chroot.path(inside)
-    if path.exists() and not path.is_dir():
+    if chroot.exists(inside) and not chroot.is_dir(inside):
         raise BakeError(f"{inside} in the image is not a directory")
-    created = not path.exists()
-    path.mkdir(mode=0o755, exist_ok=True)
+    created = not chroot.exists(inside)
+    if created:
+        chroot.make_directory(inside)
     try:
-        yield path
+        yield
     finally:
         if created:
             with contextlib.suppress(OSError):
-                path.rmdir()
+                chroot.remove_directory(inside)
 
 
 @hookimpl

@@ -1,0 +1,160 @@
+"""The two small programs that put a bake's work into namespaces of its own.
+
+``python -m aminator_ng.sandbox hold ENGINE_PID HOSTNAME LABEL`` holds a bake's namespaces: a
+private mount namespace (the bake's mounts, invisible to the host), a PID namespace whose init
+it forks (every command of the bake enters it, so all of them die with it) and a UTS namespace.
+It prints the init's pid and lives until its stdin closes (LABEL, the bake's work directory, is
+there for process listings only); the kernel ends it and its init when the engine dies, SIGKILL
+included (PR_SET_PDEATHSIG), and with the init every process of the namespace.
+
+``python -m aminator_ng.sandbox image ROOT HOSTNAME -- COMMAND...`` runs one command inside an
+image: in new mount, PID, UTS and IPC namespaces, chrooted into ROOT, with the image's hostname
+and a /proc of its own PID namespace whose init is the command itself. So a package script sees
+only the image's processes (none rooted on the host), and whatever it leaves running, or
+mounted, ends with the command. /proc/sys and /proc/sysrq-trigger are read-only.
+
+Only the standard library and ``aminator_ng.syscalls`` are imported: the image program starts
+once per command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aminator_ng import syscalls
+
+#: /proc entries that change the host's kernel, made read-only inside the image.
+READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger")
+#: How often the bake's init looks for orphans to reap when no SIGCHLD came.
+REAP_INTERVAL_S = 5.0
+
+
+def _private_namespaces(flags: int, hostname: str) -> None:
+    syscalls.unshare(flags)
+    # Nothing mounted from here on propagates back to the namespace it was copied from.
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    syscalls.sethostname(hostname)
+
+
+def _reap_forever() -> None:
+    """The bake's init: reap the orphans the namespace's processes leave, until killed."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG) != (0, 0):
+                pass
+        except ChildProcessError:
+            pass
+        signal.sigtimedwait({signal.SIGCHLD}, REAP_INTERVAL_S)
+
+
+def hold(engine_pid: int, hostname: str) -> int:
+    syscalls.die_with_parent()
+    if os.getppid() != engine_pid:  # the engine died before the line above
+        return 1
+    flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS
+    _private_namespaces(flags, hostname)
+    init = os.fork()
+    if init == 0:
+        try:
+            syscalls.die_with_parent()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            _reap_forever()
+        finally:
+            os._exit(1)
+    print(init, flush=True)
+    sys.stdin.read()  # until the engine closes it, or dies
+    return 0
+
+
+def _read_only_proc() -> None:
+    for entry in READ_ONLY_PROC:
+        try:
+            syscalls.mount(entry, entry, None, syscalls.MS_BIND | syscalls.MS_REC)
+            syscalls.mount(
+                None,
+                entry,
+                None,
+                syscalls.MS_BIND
+                | syscalls.MS_REMOUNT
+                | syscalls.MS_RDONLY
+                | syscalls.MS_NOSUID
+                | syscalls.MS_NODEV
+                | syscalls.MS_NOEXEC,
+            )
+        except FileNotFoundError:
+            continue
+
+
+def _exec_in_image(root: str, command: Sequence[str]) -> None:
+    """In the child, pid 1 of the new PID namespace: become ``command`` inside the image."""
+    syscalls.die_with_parent()
+    os.chroot(root)
+    os.chdir("/")
+    try:
+        syscalls.mount(
+            "proc",
+            "/proc",
+            "proc",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+        )
+    except FileNotFoundError:  # an image without /proc: its commands go without
+        pass
+    else:
+        _read_only_proc()
+    # stdin from the image's own /dev/null: no descriptor of a host file reaches the image.
+    with contextlib.suppress(OSError):
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.execvpe(command[0], list(command), os.environ)
+
+
+def image(root: str, hostname: str, command: Sequence[str]) -> int:
+    flags = (
+        syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+    )
+    _private_namespaces(flags, hostname)
+    child = os.fork()
+    if child == 0:
+        try:
+            _exec_in_image(root, command)
+        except OSError as error:
+            print(
+                f"aminator-ng: cannot run {command[0]} in the image: {error.strerror}",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(127 if error.errno == errno.ENOENT else 126)
+        os._exit(126)
+    # A signal that ends this process ends the command too: the kernel kills it (pdeathsig).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def main(argv: Sequence[str]) -> int:
+    match list(argv):
+        case ["hold", engine_pid, hostname, _label]:
+            return hold(int(engine_pid), hostname)
+        case ["image", root, hostname, "--", *command] if command:
+            return image(root, hostname, command)
+    print(
+        "usage: python -m aminator_ng.sandbox hold ENGINE_PID HOSTNAME LABEL\n"
+        "       python -m aminator_ng.sandbox image ROOT HOSTNAME -- COMMAND...",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
