@@ -48,12 +48,14 @@ class BakeNamespace:
         return Path(self.proc_dir, "root", *path.parts[1:])
 
     def entry(self) -> list[str]:
-        """The nsenter argv that enters the namespaces (the command follows ``--``)."""
+        """The nsenter argv that enters the namespaces (the command follows ``--``), with the
+        init's root directory: the engine's own, which need not be the namespace's (a chroot)."""
         return [
             "nsenter",
             f"--mount={self.proc_dir}/ns/mnt",
             f"--pid={self.proc_dir}/ns/pid",
             f"--uts={self.proc_dir}/ns/uts",
+            f"--root={self.proc_dir}/root",
         ]
 
 

@@ -34,11 +34,49 @@ READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger")
 REAP_INTERVAL_S = 5.0
 
 
-def _private_namespaces(flags: int, hostname: str) -> None:
-    syscalls.unshare(flags)
-    # Nothing mounted from here on propagates back to the namespace it was copied from.
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    syscalls.sethostname(hostname)
+#: Directories any root has, to step out of a chroot through (see ``_make_namespace_private``).
+STEP_OUT_THROUGH = ("/proc", "/dev", "/sys", "/tmp")
+
+
+def _make_private(path: str) -> None:
+    syscalls.mount(None, path, None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+
+
+def _make_namespace_private() -> None:
+    """Make every mount of this (new) mount namespace private, so that nothing mounted from now
+    on propagates back to the namespace it was copied from.
+
+    When the engine itself runs in a chroot whose root is not a mount point (a fresh root to
+    test a bake host in, say), "/" cannot be named as a mount: the holder steps out to the
+    namespace's own root, makes everything private there, and steps back into the chroot. It
+    does this once, before anything of the bake runs.
+    """
+    try:
+        _make_private("/")
+        return
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+    from pathlib import Path  # here: the image program, started for every command, never needs it
+
+    def identity(path: Path) -> tuple[int, int]:
+        found = path.stat()
+        return found.st_dev, found.st_ino
+
+    chroot_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir("/")
+        os.chroot(next(path for path in STEP_OUT_THROUGH if Path(path).is_dir()))
+        # The working directory is outside the new root now: ".." climbs to the namespace's.
+        while identity(Path()) != identity(Path("..")):
+            os.chdir("..")
+        os.chroot(".")
+        _make_private("/")
+        os.fchdir(chroot_fd)
+        os.chroot(".")
+        os.chdir("/")
+    finally:
+        os.close(chroot_fd)
 
 
 def _reap_forever() -> None:
@@ -57,8 +95,9 @@ def hold(engine_pid: int, hostname: str) -> int:
     syscalls.die_with_parent()
     if os.getppid() != engine_pid:  # the engine died before the line above
         return 1
-    flags = syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS
-    _private_namespaces(flags, hostname)
+    syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS)
+    _make_namespace_private()
+    syscalls.sethostname(hostname)
     init = os.fork()
     if init == 0:
         try:
@@ -122,7 +161,15 @@ def image(root: str, hostname: str, command: Sequence[str]) -> int:
     flags = (
         syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
     )
-    _private_namespaces(flags, hostname)
+    syscalls.unshare(flags)
+    # Nothing the command mounts propagates back: it mounts below the image root only.
+    try:
+        _make_private("/")
+    except OSError as error:  # a root that is not a mount point (see _make_namespace_private)
+        if error.errno != errno.EINVAL:
+            raise
+        _make_private(root)
+    syscalls.sethostname(hostname)
     child = os.fork()
     if child == 0:
         try:
