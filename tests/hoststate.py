@@ -91,8 +91,18 @@ class Mount:
 
 
 def lies_under(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it, also when named from another mount namespace's
+    root: the kernel names a root or working directory in another namespace from that
+    namespace's own root, so when the tests run in a chroot (a fresh root to test in) such a
+    path carries the chroot's location in front."""
     root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
+    start = path.find(root)
+    while start != -1:
+        rest = path[start + len(root) :]
+        if rest == "" or rest.startswith("/"):
+            return True
+        start = path.find(root, start + 1)
+    return False
 
 
 def mentions(text: str, root: str) -> bool:
