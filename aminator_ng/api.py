@@ -13,6 +13,7 @@ from aminator_ng.blockdev import (
     detach_loop_device,
     find_root_filesystem,
     loop_device,
+    loop_devices_over,
     partition_nodes,
     probe,
 )
@@ -23,7 +24,7 @@ from aminator_ng.chroot import (
     replaced_file,
     resolve_in_root,
 )
-from aminator_ng.cloud import CloudBackend, NotSupportedError
+from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
 from aminator_ng.errors import (
     AminatorError,
@@ -57,7 +58,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.5"
+API_VERSION = "1.6"
 
 __all__ = [
     "API_VERSION",
@@ -81,6 +82,7 @@ __all__ = [
     "Image",
     "ImagePathError",
     "ImageSpec",
+    "Leftover",
     "LockHeldError",
     "ManifestEntry",
     "NotFoundError",
@@ -103,6 +105,7 @@ __all__ = [
     "find_tool",
     "hookimpl",
     "loop_device",
+    "loop_devices_over",
     "partition_nodes",
     "probe",
     "replaced_file",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aminator_ng import __version__
+from aminator_ng.bakerecords import BakeRecord, RecordedBake
 from aminator_ng.blockdev import find_root_filesystem, partition_nodes, wait_until_released
 from aminator_ng.chroot import (
     Chroot,
@@ -50,6 +51,7 @@ from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
+from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
 from aminator_ng.run import require_tools, run
 from aminator_ng.steps import Steps
@@ -188,6 +190,7 @@ class Bake:
         #: The devices, mounts and chroot of the running bake, released even when preserving.
         self._device_stack: ExitStack | None = None
         self._namespace: BakeNamespace | None = None
+        self._record: RecordedBake | None = None
 
     def _step_finished(self, step: str, duration_s: float, failed: bool) -> None:
         self.hooks.step_finished(self.bake_id, step, duration_s, failed)
@@ -224,7 +227,13 @@ class Bake:
         require_root("aminate bake")
         require_tools([*ENGINE_TOOLS, *self.cloud.required_tools()])
         work_dir = self.settings.work_dir / self.bake_id
-        with bake_namespace(work_dir) as namespace, ExitStack() as stack:
+        warn_of_dead_bakes(self.settings)
+        record = BakeRecord.of_this_process(self.bake_id, self.cloud.name, self.log_path)
+        with (
+            bake_records(self.settings).recorded(record) as self._record,
+            bake_namespace(work_dir) as namespace,
+            ExitStack() as stack,
+        ):
             self._namespace = namespace
             with self.steps.step("read_packages"):
                 requests = read_package_requests(self.hooks, self.request.packages)
@@ -264,7 +273,8 @@ class Bake:
                 self._device_stack.__exit__(type(failure), failure, failure.__traceback__)
         finally:
             self._kept_stack = stack.pop_all()
-            self.cloud.mark_preserved(self.bake_id)
+            assert self._record is not None
+            self._record.mark_preserved()
 
     def _track(self, stack: ExitStack, kind: str, resource_id: str, release: str) -> None:
         """Remember a resource until ``stack`` releases it; what a preserved failure kept stays."""
@@ -439,13 +449,6 @@ class Bake:
                 )
             baked.append(info)
         return tuple(baked)
-
-
-def release_preserved(cloud: CloudBackend, settings: EngineSettings, bake_id: str) -> list[str]:
-    """Release what a bake kept with ``--preserve-on-error``: what the cloud backend holds for it
-    (its mounts and processes went with its namespace)."""
-    _remove_empty_dirs(settings.work_dir / bake_id / "root", settings.work_dir)
-    return cloud.release_preserved(bake_id)
 
 
 def _remove_empty_dirs(path: Path, stop: Path) -> None:

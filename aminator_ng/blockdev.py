@@ -261,3 +261,13 @@ def backing_file(device: Path) -> Path | None:
     except OSError:
         return None
     return Path(text) if text else None
+
+
+def loop_devices_over(image: Path) -> list[Path]:
+    """The loop devices attached to ``image`` (a file), found through sysfs."""
+    wanted = image.resolve()
+    return sorted(
+        Path("/dev", entry.name)
+        for entry in Path("/sys/block").glob("loop*")
+        if backing_file(Path(entry.name)) == wanted
+    )

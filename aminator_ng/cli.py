@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from aminator_ng import __version__
-from aminator_ng.bake import Bake, new_bake_id, release_preserved, require_root
+from aminator_ng.bake import Bake, new_bake_id, require_root
 from aminator_ng.base import create_base
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import (
@@ -54,6 +54,7 @@ from aminator_ng.output import (
     print_json,
 )
 from aminator_ng.plugin_manager import Hooks, load_plugins
+from aminator_ng.recovery import clean_up
 from aminator_ng.signals import interrupts_raised
 
 log = logging.getLogger("aminator_ng")
@@ -582,25 +583,23 @@ def images_rm(ctx: click.Context, image_id: str) -> None:
 @click.option(
     "--preserved",
     is_flag=True,
-    help="Release what failed bakes kept because of --preserve-on-error.",
+    help="Release what failed bakes kept because of --preserve-on-error instead.",
 )
+@click.option("--dry-run", is_flag=True, help="Only list what would be released.")
 @global_options
 @click.pass_context
-def cleanup(ctx: click.Context, preserved: bool) -> None:
-    """Release what --preserve-on-error kept: mounts, devices, volumes, snapshots."""
-    if not preserved:
-        raise click.UsageError(
-            "give --preserved (releasing what killed bakes left is not available yet)"
-        )
+def cleanup(ctx: click.Context, preserved: bool, dry_run: bool) -> None:
+    """Release what bakes that died (SIGKILL, a crash, a reboot) left behind: processes,
+    mounts, devices, volumes, snapshots no image uses. Running bakes are never touched."""
     app = App(ctx)
-    require_root("aminate cleanup --preserved")
-    cloud = app.cloud
-    released = [
-        {"bake_id": bake_id, "released": release_preserved(cloud, app.settings, bake_id)}
-        for bake_id in cloud.preserved_bakes()
-    ]
-    lines = [f"{r['bake_id']}: {'; '.join(r['released']) or 'nothing left'}" for r in released]
-    app.emit({"bakes": released}, "\n".join(lines) or "no preserved bakes")
+    require_root("aminate cleanup")
+    results = clean_up(app.cloud, app.settings, preserved=preserved, dry_run=dry_run)
+    lines = [line for result in results for line in result.describe(dry_run)]
+    nothing = "no preserved bakes" if preserved else "no bake left anything behind"
+    app.emit(
+        {"dry_run": dry_run, "bakes": [result.as_dict() for result in results]},
+        "\n".join(lines) or nothing,
+    )
 
 
 @cli.command("export", context_settings={"help_option_names": ["--help"]})

@@ -10,11 +10,28 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from aminator_ng.errors import RequestError
 from aminator_ng.model import Image, ImageSpec, ManifestEntry, Snapshot, Volume
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something a bake that no longer runs still holds: a volume, a snapshot, a device."""
+
+    kind: str
+    resource_id: str
+    #: Where it is, or what it is attached to: for the operator.
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.resource_id}" + (f" ({self.detail})" if self.detail else "")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.resource_id, "detail": self.detail}
 
 
 class NotSupportedError(RequestError):
@@ -116,18 +133,16 @@ class CloudBackend(abc.ABC):
         """The bytes an image's data takes in the backend's storage, if it can tell."""
         return None
 
-    def mark_preserved(self, bake_id: str) -> None:
-        """Remember that a failed bake kept its resources (``--preserve-on-error``)."""
-        return None
-
-    def preserved_bakes(self) -> list[str]:
-        """The bakes whose kept resources ``aminate cleanup --preserved`` should release."""
+    def leftovers(self, bake_id: str) -> list[Leftover]:
+        """What a bake that is no longer running still holds in this backend: one that died
+        (SIGKILL, a crash) or one that kept its volume with ``--preserve-on-error``. ``aminate
+        cleanup`` lists them and releases each with ``release_leftover``, in this order. Never
+        called for a running bake. The default: nothing."""
         return []
 
-    def release_preserved(self, bake_id: str) -> list[str]:
-        """Release what a preserved bake kept in the backend (devices, volumes, snapshots),
-        after the engine has unmounted it; return a line for each thing released."""
-        raise NotSupportedError(f"cleanup --preserved is not supported on {self.name}")
+    def release_leftover(self, leftover: Leftover) -> None:
+        """Release one of ``leftovers``; releasing what is gone already is no error."""
+        raise NotSupportedError(f"cannot release {leftover.describe()} on {self.name}")
 
     def release_command(self, kind: str, resource_id: str) -> str:
         """How an operator releases a resource a failed bake kept (``--preserve-on-error``)."""

@@ -1,8 +1,10 @@
 """Bake steps: each is logged on entry and on exit with its elapsed time, timed for the JSON
 result and the metrics hook, and can be made to fail on purpose for tests.
 
-The test-only fault switch is the environment variable ``AMINATOR_TEST_FAULT=STEP:enter`` or
-``STEP:exit``: the named step raises ``InjectedFault`` as it starts or as it ends.
+Two test-only switches: ``AMINATOR_TEST_FAULT=STEP:enter`` (or ``STEP:exit``) makes the named step
+raise ``InjectedFault`` as it starts (or ends); ``AMINATOR_TEST_PAUSE=STEP:enter`` (or
+``STEP:exit``) makes the bake wait there until a signal comes, so that a test can kill it at a
+known point.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FAULT_VARIABLE = "AMINATOR_TEST_FAULT"
+PAUSE_VARIABLE = "AMINATOR_TEST_PAUSE"
 
 
-def _injected_fault() -> tuple[str, str] | None:
-    spec = os.environ.get(FAULT_VARIABLE, "")
+def _test_switch(variable: str) -> tuple[str, str] | None:
+    spec = os.environ.get(variable, "")
     name, sep, when = spec.rpartition(":")
     return (name, when) if sep and when in ("enter", "exit") else None
 
@@ -37,9 +40,14 @@ class Steps:
     def __init__(self, on_finished: Callable[[str, float, bool], None] | None = None) -> None:
         self.timings: list[StepTiming] = []
         self._on_finished = on_finished
-        self._fault = _injected_fault()
+        self._fault = _test_switch(FAULT_VARIABLE)
+        self._pause = _test_switch(PAUSE_VARIABLE)
 
     def _maybe_fail(self, name: str, when: str) -> None:
+        if self._pause == (name, when):
+            log.warning("paused on %s of step %s until a signal comes", when, name)
+            while True:
+                time.sleep(3600)
         if self._fault == (name, when):
             fault = InjectedFault(f"fault injected on {when} of step {name}")
             fault.step = name

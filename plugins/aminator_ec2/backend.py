@@ -47,6 +47,7 @@ from aminator_ng.api import (
     EngineSettings,
     Image,
     ImageSpec,
+    Leftover,
     LockHeldError,
     NotFoundError,
     Snapshot,
@@ -389,6 +390,83 @@ class Ec2Cloud(CloudBackend):
             for image in answer.get("Images", ()):
                 self.ec2.deregister_image(ImageId=image["ImageId"])
                 log.info("deregistered %s, half-registered", image["ImageId"])
+
+    # What bakes that no longer run left.
+
+    def _bake_filter(self, bake_id: str) -> list[dict[str, Any]]:
+        return [{"Name": f"tag:{BAKE_ID_TAG}", "Values": [bake_id]}]
+
+    def leftovers(self, bake_id: str) -> list[Leftover]:
+        found: list[Leftover] = []
+        volumes = call(
+            self.ec2.describe_volumes, f"of bake {bake_id}", Filters=self._bake_filter(bake_id)
+        )["Volumes"]
+        for volume in volumes:
+            attached = [
+                f"attached to {a['InstanceId']} at {a['Device']}"
+                for a in volume.get("Attachments", ())
+                if a.get("State") in ("attaching", "attached", "busy")
+            ]
+            found.append(
+                Leftover("volume", str(volume["VolumeId"]), "; ".join(attached) or volume["State"])
+            )
+        snapshots = call(
+            self.ec2.describe_snapshots,
+            f"of bake {bake_id}",
+            OwnerIds=["self"],
+            Filters=self._bake_filter(bake_id),
+        )["Snapshots"]
+        in_use = self._snapshots_of_images_of(bake_id)
+        found += [
+            Leftover("snapshot", str(snapshot["SnapshotId"]), snapshot.get("State", ""))
+            for snapshot in snapshots
+            if snapshot["SnapshotId"] not in in_use
+        ]
+        return found
+
+    def _snapshots_of_images_of(self, bake_id: str) -> set[str]:
+        """The snapshots the bake's registered images use: a complete image keeps its own."""
+        answer = call(
+            self.ec2.describe_images,
+            f"of bake {bake_id}",
+            Owners=["self"],
+            Filters=self._bake_filter(bake_id),
+        )
+        return {
+            str(mapping["Ebs"]["SnapshotId"])
+            for image in answer.get("Images", ())
+            for mapping in image.get("BlockDeviceMappings", ())
+            if "SnapshotId" in mapping.get("Ebs", {})
+        }
+
+    def release_leftover(self, leftover: Leftover) -> None:
+        if leftover.kind == "volume":
+            self._release_volume(leftover.resource_id)
+        elif leftover.kind == "snapshot":
+            self._release_snapshot(leftover.resource_id)
+        else:
+            super().release_leftover(leftover)
+
+    def _release_volume(self, volume_id: str) -> None:
+        try:
+            self._detach_leftover(volume_id)
+            call(self.ec2.delete_volume, volume_id, VolumeId=volume_id)
+        except CloudError as error:
+            if "InvalidVolume.NotFound" not in error.message:
+                raise
+        log.info("deleted volume %s", volume_id)
+
+    def _release_snapshot(self, snapshot_id: str) -> None:
+        try:
+            call(self.ec2.delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
+        except CloudError as error:
+            if "InvalidSnapshot.NotFound" in error.message:
+                return
+            if "InvalidSnapshot.InUse" in error.message:  # an image uses it after all: it stays
+                log.info("snapshot %s is in use by an image: kept", snapshot_id)
+                return
+            raise
+        log.info("deleted snapshot %s", snapshot_id)
 
     # Housekeeping.
 

@@ -15,14 +15,15 @@ from aminator_ng.api import (
     EngineSettings,
     Image,
     ImageSpec,
+    Leftover,
     ManifestEntry,
     NotFoundError,
     RequestError,
     Snapshot,
     Volume,
-    backing_file,
     detach_loop_device,
     loop_device,
+    loop_devices_over,
     probe,
 )
 
@@ -154,27 +155,34 @@ class LocalCloud(CloudBackend):
     def disk_usage(self, image: Image) -> int | None:
         return self.store.disk_usage(image.snapshot_id)
 
-    def mark_preserved(self, bake_id: str) -> None:
-        self.store.mark_preserved(bake_id)
-
-    def preserved_bakes(self) -> list[str]:
-        return self.store.preserved_bakes()
-
-    def release_preserved(self, bake_id: str) -> list[str]:
-        released: list[str] = []
+    def leftovers(self, bake_id: str) -> list[Leftover]:
+        found: list[Leftover] = []
         for volume in self.store.volumes():
             if volume.bake_id != bake_id:
                 continue
-            if volume.device and backing_file(Path(volume.device)) == volume.path:
-                detach_loop_device(Path(volume.device))
-                released.append(f"detached {volume.device}")
-            self.store.delete_volume(volume.volume_id)
-            released.append(f"deleted volume {volume.volume_id}")
-        for snapshot_id in self.store.orphan_snapshots(bake_id):
-            self.store.delete_snapshot(snapshot_id)
-            released.append(f"deleted snapshot {snapshot_id}")
-        self.store.forget_preserved(bake_id)
-        return released
+            found += [
+                Leftover("loop device", str(device), f"over {volume.path}")
+                for device in loop_devices_over(volume.path)
+            ]
+            found.append(Leftover("volume", volume.volume_id, f"{volume.state}, {volume.path}"))
+        found += [
+            Leftover("snapshot", snapshot_id, str(self.store.snapshot_path(snapshot_id)))
+            for snapshot_id in self.store.unused_snapshots_of(bake_id)
+        ]
+        return found
+
+    def release_leftover(self, leftover: Leftover) -> None:
+        if leftover.kind == "loop device":
+            device = Path(leftover.resource_id)
+            # Only while it is still attached to that bake's volume: a device number is reused.
+            if any(device in loop_devices_over(v.path) for v in self.store.volumes()):
+                detach_loop_device(device)
+        elif leftover.kind == "volume":
+            self.store.delete_volume(leftover.resource_id)
+        elif leftover.kind == "snapshot":
+            self.store.delete_snapshot(leftover.resource_id)
+        else:
+            super().release_leftover(leftover)
 
     def release_command(self, kind: str, resource_id: str) -> str:
         if kind == "volume":

@@ -85,10 +85,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def partial_path(destination: Path) -> Path:
+    """Where ``clone_file`` writes ``destination`` until it is complete."""
+    return destination.with_name(f".{destination.name}.partial")
+
+
 def clone_file(source: Path, destination: Path) -> None:
     """Copy a raw disk file: a reflink clone where the filesystem supports it (XFS, btrfs), a
     sparse copy otherwise. Written under a temporary name, synced, then renamed into place."""
-    partial = destination.with_name(f".{destination.name}.partial")
+    partial = partial_path(destination)
     try:
         run(
             ["cp", "--reflink=auto", "--sparse=always", source, partial],
@@ -216,33 +221,38 @@ class Store:
     def add_snapshot_from(
         self, source: Path, volume_id: str | None, bake_id: str | None = None
     ) -> str:
-        """Copy ``source`` into a new snapshot; the row appears only once the data is complete."""
+        """Copy ``source`` into a new snapshot. Its row comes first (size 0, no file yet), so
+        that a bake killed while copying leaves a row naming the partial file for ``aminate
+        cleanup``; no image refers to the snapshot before it is complete."""
         self._prepare()
         snapshot_id = new_id("snap")
         path = self.snapshot_path(snapshot_id)
-        clone_file(source, path)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO snapshots (id, volume_id, size_bytes, created, bake_id)"
+                " VALUES (?, ?, 0, ?, ?)",
+                (snapshot_id, volume_id, utc_now().isoformat(), bake_id),
+            )
         try:
+            clone_file(source, path)
             with self.transaction() as db:
                 db.execute(
-                    "INSERT INTO snapshots (id, volume_id, size_bytes, created, bake_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        snapshot_id,
-                        volume_id,
-                        path.stat().st_size,
-                        utc_now().isoformat(),
-                        bake_id,
-                    ),
+                    "UPDATE snapshots SET size_bytes = ? WHERE id = ?",
+                    (path.stat().st_size, snapshot_id),
                 )
         except BaseException:
-            path.unlink(missing_ok=True)
+            self.delete_snapshot(snapshot_id)
             raise
         return snapshot_id
 
     def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete a snapshot's files, then its row: a row is never left naming no file while
+        its file stays unnamed."""
+        path = self.snapshot_path(snapshot_id)
+        partial_path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         with self.transaction() as db:
             db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
-        self.snapshot_path(snapshot_id).unlink(missing_ok=True)
 
     def snapshot_size(self, snapshot_id: str) -> int:
         with self.reading() as db:
@@ -256,31 +266,33 @@ class Store:
     # Volumes
 
     def create_volume(self, snapshot_id: str, bake_id: str) -> VolumeRecord:
-        """A volume file cloned from a snapshot. Its row is written once the file is complete,
-        so a bake killed while cloning leaves at most a stray file, never a row without data.
-        The snapshot is share-locked while it is read: ``remove_image`` waits for no one."""
+        """A volume file cloned from a snapshot. Its row comes first (state ``creating``), so
+        that a bake killed while cloning leaves a row naming the partial file for ``aminate
+        cleanup``. The snapshot is share-locked while it is read: ``remove_image`` waits for
+        no one."""
         self._prepare()
         volume_id = new_id("vol")
         path = self.volume_path(volume_id)
         source = self.snapshot_path(snapshot_id)
-        try:
-            with source.open("rb") as snapshot:
-                fcntl.flock(snapshot, fcntl.LOCK_SH)
-                clone_file(source, path)
-        except FileNotFoundError as exc:
-            raise NotFoundError(
-                f"the data of snapshot {snapshot_id} is gone (its image was removed?)"
-            ) from exc
         owner = process_identity(os.getpid())
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO volumes (id, snapshot_id, bake_id, state, created, owner)"
+                " VALUES (?, ?, ?, 'creating', ?, ?)",
+                (volume_id, snapshot_id, bake_id, utc_now().isoformat(), owner),
+            )
         try:
-            with self.transaction() as db:
-                db.execute(
-                    "INSERT INTO volumes (id, snapshot_id, bake_id, state, created, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (volume_id, snapshot_id, bake_id, "available", utc_now().isoformat(), owner),
-                )
+            try:
+                with source.open("rb") as snapshot:
+                    fcntl.flock(snapshot, fcntl.LOCK_SH)
+                    clone_file(source, path)
+            except FileNotFoundError as exc:
+                raise NotFoundError(
+                    f"the data of snapshot {snapshot_id} is gone (its image was removed?)"
+                ) from exc
+            self.set_volume_state(volume_id, "available")
         except BaseException:
-            path.unlink(missing_ok=True)
+            self.delete_volume(volume_id)
             raise
         return VolumeRecord(volume_id, snapshot_id, bake_id, "available", None, path, owner)
 
@@ -291,10 +303,12 @@ class Store:
             )
 
     def delete_volume(self, volume_id: str) -> None:
-        # The row goes first: a bake killed in between leaves a stray file, not a stray row.
+        """Delete a volume's files, then its row (as ``delete_snapshot``)."""
+        path = self.volume_path(volume_id)
+        partial_path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         with self.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
-        self.volume_path(volume_id).unlink(missing_ok=True)
 
     def volumes(self) -> list[VolumeRecord]:
         with self.reading() as db:
@@ -476,19 +490,7 @@ class Store:
         except FileNotFoundError:
             return 0
 
-    def mark_preserved(self, bake_id: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO preserved_bakes (bake_id, created) VALUES (?, ?)",
-                (bake_id, utc_now().isoformat()),
-            )
-
-    def preserved_bakes(self) -> list[str]:
-        with self.reading() as db:
-            rows = db.execute("SELECT bake_id FROM preserved_bakes ORDER BY created").fetchall()
-        return [row["bake_id"] for row in rows]
-
-    def orphan_snapshots(self, bake_id: str) -> list[str]:
+    def unused_snapshots_of(self, bake_id: str) -> list[str]:
         """Snapshots a bake made that no image uses."""
         with self.reading() as db:
             rows = db.execute(
@@ -497,7 +499,3 @@ class Store:
                 (bake_id,),
             ).fetchall()
         return [row["id"] for row in rows]
-
-    def forget_preserved(self, bake_id: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM preserved_bakes WHERE bake_id = ?", (bake_id,))

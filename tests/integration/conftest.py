@@ -149,9 +149,7 @@ class Workspace:
                 if p.stem not in snapshots_in_use
             ),
             "work dirs": sorted(p.name for p in (self.home / "work").glob("*")),
-            "preserved bakes": [
-                row[0] for row in self._rows("SELECT bake_id FROM preserved_bakes")
-            ],
+            "bake records": sorted(p.name for p in (self.home / "bakes").glob("*")),
         }
 
     def forget_volumes(self) -> None:

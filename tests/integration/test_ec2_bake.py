@@ -230,10 +230,51 @@ def test_preserve_on_error_keeps_the_volume_and_says_how_to_release_it(
     assert [r["VolumeId"] for r in moto.requests("DetachVolume")] == [volume_id]
     assert made_by_bakes(moto.ec2)["volumes"] == [volume_id]
     assert kept["release"] == f"aws ec2 delete-volume --volume-id {volume_id} --region us-east-1"
-    # What the printed command does, done here through the API (no AWS CLI on the test host).
-    moto.ec2.delete_volume(VolumeId=volume_id)
+    cleaned = aminate(space, moto, "cleanup", "--preserved", "--output", "json")
+    assert cleaned.returncode == 0, cleaned.stderr
+    [bake] = cleaned.json()["bakes"]
+    assert bake["bake_id"] == result.json()["bake_id"] and bake["released"]
+    assert [r["VolumeId"] for r in moto.requests("DeleteVolume")] == [volume_id]
     assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
     assert not moto.udev.attached
+    assert not list((space.home / "bakes").glob("*"))
+
+
+@pytest.mark.parametrize("moment", ["install", "register"])
+def test_a_killed_ec2_bake_is_released_by_cleanup(
+    moto: MotoEc2, space: Workspace, base_ami: str, debs: dict[str, Path], moment: str
+) -> None:
+    env = moto.environment(space.scratch)
+    if moment == "install":
+        process = space.start("-b", base_ami, str(debs["slow"]), env=env)
+        wait_for_postinst(space, process)
+    else:  # the snapshot is complete, the volume deleted, the image not yet registered
+        env["AMINATOR_TEST_PAUSE"] = "register:enter"
+        process = space.start("-b", base_ami, str(debs["hello"]), env=env)
+        deadline = time.monotonic() + 120
+        while not moto.requests("DeleteVolume"):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    left = made_by_bakes(moto.ec2)
+    assert left["volumes" if moment == "install" else "snapshots"], left
+
+    listed = aminate(space, moto, "cleanup", "--dry-run", "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    [bake] = listed.json()["bakes"]
+    in_ec2 = [
+        leftover["kind"] for leftover in bake["leftovers"] if leftover["kind"] != "work directory"
+    ]
+    assert in_ec2 == (["volume"] if moment == "install" else ["snapshot"]), bake
+    cleaned = aminate(space, moto, "cleanup", "--output", "json")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.json()["bakes"][0]["released"]
+    if moment == "install":  # still attached when the bake died: detached first
+        assert [r["VolumeId"] for r in moto.requests("DetachVolume")] == left["volumes"]
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    assert not moto.udev.attached
+    assert not list((space.home / "bakes").glob("*"))
 
 
 def test_sigterm_during_the_install_releases_what_the_bake_made(

@@ -360,9 +360,5 @@ def test_a_reader_that_goes_away_is_not_an_internal_error(workspace: Workspace) 
     assert "Exception ignored" not in completed.stderr
 
 
-def test_cleanup_needs_preserved(aminate: Aminate) -> None:
-    assert_request_error(aminate("cleanup"), "--preserved")
-
-
 def test_images_rm_of_an_unknown_id_is_a_request_error(aminate: Aminate) -> None:
     assert_request_error(aminate("images", "rm", "img-000000000000"), "img-000000000000")

@@ -244,5 +244,5 @@ def test_a_store_of_the_first_schema_is_migrated(tmp_path: Path, disk: Path) -> 
     base = register(store, disk, "base")
     volume = store.create_volume(store.image(base).snapshot_id, "bake-1")
     assert store.volumes()[0].owner == volume.owner
-    store.mark_preserved("bake-1")
-    assert store.preserved_bakes() == ["bake-1"]
+    snapshot_id = store.add_snapshot_from(volume.path, volume.volume_id, "bake-1")
+    assert store.unused_snapshots_of("bake-1") == [snapshot_id]
