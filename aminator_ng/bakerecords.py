@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aminator_ng.errors import BakeError, ConflictError
+from aminator_ng.errors import BakeError, ConflictError, HostError
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,33 @@ class BakeRecords:
         """Write ``record`` whole, as a locked temporary file renamed into place; return the
         descriptor that holds its lock. A reader never finds the record half-written or
         unlocked."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.path(record.bake_id)
         partial = path.with_name(f".{path.name}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unwritable(path, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, (json.dumps(asdict(record), indent=1) + "\n").encode())
             os.fsync(fd)
             partial.rename(path)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise self._unwritable(path, exc) from exc
             raise
         return fd
+
+    @staticmethod
+    def _unwritable(path: Path, error: OSError) -> HostError:
+        return HostError(
+            f"cannot write the bake's record {path}: {error.strerror}",
+            hint="free space there (a bake records itself before it starts), "
+            "or set AMINATOR_HOME elsewhere",
+        )
 
     def rewrite(self, record: BakeRecord, holding: int) -> None:
         """Replace a held record; ``holding`` then holds the new file's lock (the old file's

@@ -40,6 +40,7 @@ from aminator_ng.errors import (
     EXIT_SIGINT,
     AminatorError,
     ConfigError,
+    ConflictError,
     Interrupted,
     NotFoundError,
 )
@@ -54,7 +55,7 @@ from aminator_ng.output import (
     print_json,
 )
 from aminator_ng.plugin_manager import Hooks, load_plugins
-from aminator_ng.recovery import clean_up
+from aminator_ng.recovery import bake_records, clean_up
 from aminator_ng.signals import interrupts_raised
 
 log = logging.getLogger("aminator_ng")
@@ -600,6 +601,49 @@ def cleanup(ctx: click.Context, preserved: bool, dry_run: bool) -> None:
         {"dry_run": dry_run, "bakes": [result.as_dict() for result in results]},
         "\n".join(lines) or nothing,
     )
+
+
+@cli.group("store", context_settings={"help_option_names": ["--help"]})
+@global_options
+def store_group() -> None:
+    """Check or repair the cloud backend's registry (the local store)."""
+
+
+@store_group.command("check", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def store_check(ctx: click.Context) -> None:
+    """List what is inconsistent in the store (exit 1 if anything is)."""
+    app = App(ctx)
+    recorded = {record.bake_id for record in bake_records(app.settings).all()}
+    findings = app.cloud.check_store(recorded)
+    app.emit(
+        {"consistent": not findings, "findings": findings},
+        "\n".join(findings) or "the store is consistent",
+    )
+    if findings:
+        click.echo(f"aminate: error: {len(findings)} inconsistencies in the store", err=True)
+        if not app.json:
+            click.echo("hint: 'aminate store repair' settles them", err=True)
+        ctx.exit(EXIT_BAKE_FAILED)
+
+
+@store_group.command("repair", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def store_repair(ctx: click.Context) -> None:
+    """Rebuild the store's registry from its files and settle every inconsistency; a damaged
+    database is set aside, never deleted. Refused while a bake runs."""
+    app = App(ctx)
+    records = bake_records(app.settings)
+    running = [record.bake_id for record in records.all() if records.is_live(record.bake_id)]
+    if running:
+        raise ConflictError(
+            f"bakes are running ({', '.join(running)})",
+            hint="repair the store when they have ended",
+        )
+    done = app.cloud.repair_store({record.bake_id for record in records.all()})
+    app.emit({"repaired": done}, "\n".join(done) or "nothing to repair")
 
 
 @cli.command("export", context_settings={"help_option_names": ["--help"]})

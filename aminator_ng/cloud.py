@@ -8,7 +8,7 @@ ExitStack.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +143,17 @@ class CloudBackend(abc.ABC):
     def release_leftover(self, leftover: Leftover) -> None:
         """Release one of ``leftovers``; releasing what is gone already is no error."""
         raise NotSupportedError(f"cannot release {leftover.describe()} on {self.name}")
+
+    def check_store(self, recorded_bakes: Collection[str]) -> list[str]:
+        """What is inconsistent in the backend's own registry of images (``aminate store
+        check``), one line each, saying what ``repair_store`` would do. What belongs to the
+        ``recorded_bakes`` (running, dead or preserved) is theirs, not an inconsistency."""
+        raise NotSupportedError(f"store check is not supported on {self.name}")
+
+    def repair_store(self, recorded_bakes: Collection[str]) -> list[str]:
+        """Rebuild what can be rebuilt of the registry and settle the rest (``aminate store
+        repair``); a line for each thing done. Called only while no bake runs."""
+        raise NotSupportedError(f"store repair is not supported on {self.name}")
 
     def release_command(self, kind: str, resource_id: str) -> str:
         """How an operator releases a resource a failed bake kept (``--preserve-on-error``)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -98,10 +99,19 @@ def hold(engine_pid: int, hostname: str) -> int:
     syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS)
     _make_namespace_private()
     syscalls.sethostname(hostname)
+    # The holder keeps the lifeline's write end (and never writes): the init sees it close if
+    # the holder died before the init could ask to die with it. The init says it is ready, so
+    # that the holder never ends before that either.
+    lifeline, lifeline_end = os.pipe()
+    ready_end, ready = os.pipe()
     init = os.fork()
     if init == 0:
         try:
             syscalls.die_with_parent()
+            os.close(lifeline_end)
+            if select.select([lifeline], [], [], 0)[0]:
+                os._exit(1)
+            os.write(ready, b"+")
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
@@ -109,6 +119,9 @@ def hold(engine_pid: int, hostname: str) -> int:
             _reap_forever()
         finally:
             os._exit(1)
+    os.close(ready)
+    if os.read(ready_end, 1) != b"+":
+        return 1
     print(init, flush=True)
     sys.stdin.read()  # until the engine closes it, or dies
     return 0

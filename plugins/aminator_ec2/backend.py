@@ -374,6 +374,10 @@ class Ec2Cloud(CloudBackend):
             if error_code(error) == "InvalidAMIName.Duplicate":
                 raise ConflictError(f"an image named {spec.name} exists already") from error
             raise aws_error(error, "RegisterImage", spec.name) from error
+        except BaseException:
+            # A signal while waiting for the answer: EC2 may have registered it all the same.
+            self._deregister_images_of(bake_id)
+            raise
         log.info("registered %s as %s", image_id, spec.name)
         try:
             yield self.get_image(image_id)

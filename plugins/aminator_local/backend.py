@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
+from aminator_local import integrity
 from aminator_local.store import Store, clone_file
 from aminator_ng.api import (
     CloudBackend,
@@ -91,18 +92,20 @@ class LocalCloud(CloudBackend):
 
     @contextlib.contextmanager
     def registered(self, snapshot: Snapshot, spec: ImageSpec, bake_id: str) -> Iterator[Image]:
-        image_id = self.store.register_image(
-            name=spec.name,
-            snapshot_id=snapshot.snapshot_id,
-            description=spec.description,
-            tags=spec.tags,
-            manifest=spec.manifest,
-            base_image_id=spec.base.image_id,
-        )
         try:
+            image_id = self.store.register_image(
+                name=spec.name,
+                snapshot_id=snapshot.snapshot_id,
+                description=spec.description,
+                tags=spec.tags,
+                manifest=spec.manifest,
+                base_image_id=spec.base.image_id,
+            )
             yield self.store.image(image_id)
         except BaseException:
-            self.store.deregister_image(image_id)
+            # By the snapshot, the bake's own: right wherever a signal came, even before the
+            # image id was known here.
+            self.store.deregister_images_of(snapshot.snapshot_id)
             raise
 
     def list_images(self) -> list[Image]:
@@ -183,6 +186,12 @@ class LocalCloud(CloudBackend):
             self.store.delete_snapshot(leftover.resource_id)
         else:
             super().release_leftover(leftover)
+
+    def check_store(self, recorded_bakes: Collection[str]) -> list[str]:
+        return integrity.check(self.store, recorded_bakes)
+
+    def repair_store(self, recorded_bakes: Collection[str]) -> list[str]:
+        return integrity.repair(self.store, recorded_bakes)
 
     def release_command(self, kind: str, resource_id: str) -> str:
         if kind == "volume":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from aminator_ng.namespace import bake_namespace
 from tests.hoststate import held_under, processes_rooted_under
 from tests.integration.conftest import (
     BASE_NAME,
@@ -206,3 +207,16 @@ def test_a_bake_killed_during_the_install_leaves_nothing_on_the_host(
     workspace.forget_volumes()
     for stray in (workspace.home / "volumes").glob("*"):
         stray.unlink()
+
+
+def test_a_namespace_ended_as_soon_as_it_started_leaves_no_init() -> None:
+    """A bake that fails at once (a bad request) ends its namespace right after starting it:
+    the init must already die with its holder then."""
+    inits = []
+    for _ in range(40):
+        with bake_namespace(Path("/")) as namespace:
+            inits.append(namespace.init_pid)
+    # Each was waited for on leaving; none may linger as a process of that pid and program.
+    for pid in inits:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            assert "aminator_ng.sandbox" not in Path(f"/proc/{pid}/cmdline").read_text()

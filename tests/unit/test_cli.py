@@ -362,3 +362,36 @@ def test_a_reader_that_goes_away_is_not_an_internal_error(workspace: Workspace) 
 
 def test_images_rm_of_an_unknown_id_is_a_request_error(aminate: Aminate) -> None:
     assert_request_error(aminate("images", "rm", "img-000000000000"), "img-000000000000")
+
+
+def test_the_cli_names_a_damaged_store_database_in_one_line(
+    workspace: Workspace, aminate: Aminate, tmp_path: Path
+) -> None:
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\1" * 4096)
+    store = Store(workspace.home)
+    store.register_image(
+        name="base",
+        snapshot_id=store.add_snapshot_from(disk, None),
+        description="",
+        tags={},
+        manifest=[],
+        base_image_id=None,
+    )
+    database = workspace.home / "store.sqlite3"
+    database.write_bytes(b"")
+    listed = aminate("images")
+    assert listed.code == 1 and listed.stdout == ""
+    assert listed.error_lines == [
+        f"aminate: error: the local store's database {database} is empty (0 bytes)"
+    ]
+    assert "store repair" in listed.stderr and "Traceback" not in listed.stderr
+    checked = aminate("store", "check")
+    assert checked.code == 1 and len(checked.error_lines) == 1
+    repaired = aminate("store", "repair", "--output", "json")
+    assert repaired.code == 0, repaired.stderr
+    assert any(
+        "registered again" in line or "again from" in line for line in repaired.json()["repaired"]
+    )
+    assert aminate("store", "check").code == 0
+    assert [i["name"] for i in aminate("images", "--output", "json").json()] == ["base"]

@@ -260,9 +260,7 @@ def test_only_reading_is_granted_on_every_resource(policy: Policy) -> None:
     assert all(not s.conditions for s in everywhere)
 
 
-def test_tags_are_granted_at_creation_only(
-    moto: MotoEc2, baked: Image, policy: Policy
-) -> None:
+def test_tags_are_granted_at_creation_only(moto: MotoEc2, baked: Image, policy: Policy) -> None:
     tagged_at_creation = sorted(
         {call.action for call in bake_calls(moto) if call.params.get("TagSpecifications")}
     )

@@ -126,9 +126,7 @@ def test_a_replaced_file_is_not_restored_through_a_swapped_directory(
     assert (root / "usr" / "sbin.moved" / "policy-rc.d").read_bytes() == b"exit 101\n"
 
 
-def test_made_directories_are_not_removed_through_a_swapped_parent(
-    root: Path, host: Path
-) -> None:
+def test_made_directories_are_not_removed_through_a_swapped_parent(root: Path, host: Path) -> None:
     before = state(host)
     chroot = Chroot(root)
     with (

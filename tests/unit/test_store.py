@@ -86,13 +86,6 @@ def test_image_names_are_unique(store: Store, disk: Path) -> None:
     assert not store.name_taken("other")
 
 
-def test_an_image_whose_snapshot_file_is_missing_is_not_listed(store: Store, disk: Path) -> None:
-    kept = register(store, disk, "kept")
-    lost = register(store, disk, "lost")
-    store.snapshot_path(store.image(lost).snapshot_id).unlink()
-    assert [i.image_id for i in store.images()] == [kept]
-
-
 def test_an_unknown_image_is_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError) as raised:
         store.image("img-000000000000")
@@ -228,21 +221,3 @@ def test_a_volume_row_is_written_only_with_its_file(store: Store, disk: Path) ->
     assert volume.owner is not None and volume.owner.startswith(f"{os.getpid()}:")
     store.delete_volume(volume.volume_id)
     assert store.volumes() == [] and not volume.path.exists()
-
-
-def test_a_store_of_the_first_schema_is_migrated(tmp_path: Path, disk: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    with sqlite3.connect(home / "store.sqlite3") as db:
-        db.executescript(
-            "CREATE TABLE snapshots (id TEXT PRIMARY KEY, volume_id TEXT,"
-            " size_bytes INTEGER NOT NULL, created TEXT NOT NULL);"
-            "CREATE TABLE volumes (id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL,"
-            " bake_id TEXT NOT NULL, state TEXT NOT NULL, device TEXT, created TEXT NOT NULL);"
-        )
-    store = Store(home)
-    base = register(store, disk, "base")
-    volume = store.create_volume(store.image(base).snapshot_id, "bake-1")
-    assert store.volumes()[0].owner == volume.owner
-    snapshot_id = store.add_snapshot_from(volume.path, volume.volume_id, "bake-1")
-    assert store.unused_snapshots_of("bake-1") == [snapshot_id]
