@@ -1,40 +1,35 @@
 """The bake: from a base image and packages to a registered image.
 
-Every acquisition is a context manager entered on one ExitStack, so that everything is released
-in reverse order on success, on error and on a signal. The whole bake runs in namespaces of its
-own (``bake_namespace``): its mounts are invisible to the host and, like every process it starts,
-die with the engine. With ``preserve_on_error`` a failed bake keeps its volume (and what it made
-from it) and says how to release it; mounts and devices always go.
+The bake is declared once, as ``BAKE_PIPELINE``: its steps in order, the resources they acquire,
+when each is released and what a preserved failure keeps (see ``pipeline``). It asks the
+machine for everything through a host seam (``host.BakeHost``) and the cloud backend, so that
+unit tests prove its order, its teardown and preserve-on-error with fakes of both. The whole
+bake runs in namespaces of its own: its mounts are invisible to the host and, like every process
+it starts, die with the engine. With ``preserve_on_error`` a failed bake keeps its volume and
+its record, and says how to release them; mounts and devices always go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aminator_ng import __version__
-from aminator_ng.bakerecords import BakeRecord, RecordedBake
-from aminator_ng.blockdev import find_root_filesystem, partition_nodes, wait_until_released
-from aminator_ng.chroot import (
-    Chroot,
-    api_filesystems,
-    host_resolv_conf,
-    image_hostname,
-    replaced_file,
-)
+from aminator_ng.bakerecords import BakeRecord
+from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings
-from aminator_ng.errors import BakeError, HostError, NotFoundError, RequestError
+from aminator_ng.errors import BakeError, Interrupted, NotFoundError, RequestError
+from aminator_ng.host import ENGINE_TOOLS, BakeHost, LinuxHost, MountedRoot
 from aminator_ng.model import (
     BakeFacts,
     Distro,
@@ -44,22 +39,20 @@ from aminator_ng.model import (
     PackageInfo,
     PackageRequest,
     Repository,
+    Snapshot,
+    Volume,
 )
-from aminator_ng.mount import mounted
-from aminator_ng.namespace import BakeNamespace, bake_namespace
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
+from aminator_ng.pipeline import Kept, Pipeline, Resource, Step
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
-from aminator_ng.run import require_tools, run
 from aminator_ng.steps import Steps
 
 log = logging.getLogger(__name__)
 
-#: Host tools the engine's own Linux layer runs in every bake.
-ENGINE_TOOLS = ("blkid", "findmnt", "fstrim", "mount", "nsenter", "partx", "sync", "umount")
 #: A package name, optionally pinned to an exact version: ``NAME=[EPOCH:]VERSION``.
 PACKAGE_NAME = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9+._-]*(?:=(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~^_-]*)?$"
@@ -72,11 +65,6 @@ PACKAGE_NAME_HINT = (
 
 def new_bake_id() -> str:
     return secrets.token_hex(8)
-
-
-def require_root(action: str) -> None:
-    if os.geteuid() != 0:
-        raise HostError(f"{action} must run as root", hint="run it with sudo")
 
 
 @dataclass(frozen=True)
@@ -122,16 +110,6 @@ class BakeResult:
         }
 
 
-@dataclass
-class MountedRoot:
-    device: Path
-    #: Where the root is mounted in the bake's namespace.
-    mount_point: Path
-    fstype: str
-    #: Where the engine's process reaches it.
-    reached: Path
-
-
 def looks_like_file(spec: str) -> bool:
     return "/" in spec or spec.endswith(PACKAGE_FILE_SUFFIXES) or Path(spec).is_file()
 
@@ -175,221 +153,152 @@ class Bake:
         *,
         bake_id: str | None = None,
         log_path: Path | None = None,
+        host: BakeHost | None = None,
     ) -> None:
         self.request = request
         self.settings = settings
         self.hooks = hooks
         self.cloud = cloud
+        self.host: BakeHost = host or LinuxHost()
         self.bake_id = bake_id or new_bake_id()
         self.log_path = log_path
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.steps = Steps(on_finished=self._step_finished)
-        self.kept: list[KeptResource] = []
-        #: What a preserved failure keeps alive; never closed (see ``run``).
-        self._kept_stack: ExitStack | None = None
-        #: The devices, mounts and chroot of the running bake, released even when preserving.
-        self._device_stack: ExitStack | None = None
-        self._namespace: BakeNamespace | None = None
-        self._record: RecordedBake | None = None
+        #: What a preserved failure kept, as the pipeline reported it.
+        self.kept_resources: list[Kept] = []
+        # What the steps hand on to each other, filled in as they run.
+        self.requests: list[PackageRequest] = []
+        self.repositories: Sequence[Repository] = ()
+        self.base: Image | None = None
+        self.volume: Volume | None = None
+        self.device: Path | None = None
+        self.root: MountedRoot | None = None
+        self.distro: Distro | None = None
+        self.provisioner: Provisioner | None = None
+        self.chroot: Chroot | None = None
+        self.packages: tuple[PackageInfo, ...] = ()
+        self.manifest: tuple[ManifestEntry, ...] = ()
+        self.facts: BakeFacts | None = None
+        self.spec: ImageSpec | None = None
+        self.snapshot: Snapshot | None = None
+        self.image: Image | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return self.settings.work_dir / self.bake_id
+
+    @property
+    def preserved(self) -> bool:
+        return bool(self.kept_resources)
+
+    @property
+    def kept(self) -> list[KeptResource]:
+        """What a preserved failure kept, and how to release it by hand."""
+        return [
+            KeptResource(
+                "volume",
+                kept.value.volume_id,
+                self.cloud.release_command("volume", kept.value.volume_id),
+            )
+            for kept in self.kept_resources
+            if isinstance(kept.value, Volume)
+        ]
+
+    def _released_what_unwinding_missed(self) -> bool:
+        """After a failure: release what the backend still holds for this bake (a signal that
+        came between an acquisition and its release being registered). False when that fails:
+        the bake's record then stays for ``aminate cleanup``."""
+        try:
+            for leftover in self.cloud.leftovers(self.bake_id):
+                log.warning("releasing %s, still held after the bake", leftover.describe())
+                self.cloud.release_leftover(leftover)
+        except Exception as exc:  # the bake's own failure is what the operator must see
+            log.error("cannot release what the bake left (%s): 'aminate cleanup' will", exc)
+            return False
+        return True
 
     def _step_finished(self, step: str, duration_s: float, failed: bool) -> None:
         self.hooks.step_finished(self.bake_id, step, duration_s, failed)
 
-    def _facts(
-        self,
-        base: Image,
-        packages: Sequence[PackageInfo],
-        manifest: Sequence[ManifestEntry],
-        distro: Distro,
-    ) -> BakeFacts:
-        return BakeFacts(
-            bake_id=self.bake_id,
-            started=self.started,
-            base=base,
-            packages=tuple(packages),
-            manifest=tuple(manifest),
-            distro=distro,
-            name_template=self.request.name_template,
-            suffix=self.request.suffix,
-            extra_tags=dict(self.request.tags),
-            engine_version=__version__,
-            settings=self.settings,
-        )
-
-    def _image_name(self, facts: BakeFacts) -> str:
-        name = self.hooks.image_name(facts)
-        if not name:
-            raise RequestError("no finalizer plugin named the image", hint="see 'aminate plugins'")
-        return sanitize_image_name(name)
-
     def run(self) -> BakeResult:
         began = time.monotonic()
-        require_root("aminate bake")
-        require_tools([*ENGINE_TOOLS, *self.cloud.required_tools()])
-        work_dir = self.settings.work_dir / self.bake_id
+        self.host.require("aminate bake", [*ENGINE_TOOLS, *self.cloud.required_tools()])
         warn_of_dead_bakes(self.settings)
         record = BakeRecord.of_this_process(self.bake_id, self.cloud.name, self.log_path)
-        with (
-            bake_records(self.settings).recorded(record) as self._record,
-            bake_namespace(work_dir) as namespace,
-            ExitStack() as stack,
-        ):
-            self._namespace = namespace
-            with self.steps.step("read_packages"):
-                requests = read_package_requests(self.hooks, self.request.packages)
-                repositories = read_repositories(
-                    self.request.repositories, self.request.repository_keys
-                )
-                self.hooks.check_request(self.request, self.settings)
-            try:
-                result = self._bake(stack, requests, repositories)
-            except BaseException as failure:
-                if self.request.preserve_on_error and self.kept:
-                    self._preserve(stack, failure)
+        complete = False
+        try:
+            with (
+                bake_records(self.settings).recorded(record) as recorded,
+                self.host.namespace(self.work_dir),
+            ):
+                try:
+                    BAKE_PIPELINE.run(
+                        self,
+                        self.steps,
+                        preserve=lambda: self.request.preserve_on_error,
+                        kept=self.kept_resources,
+                    )
+                except BaseException:
+                    if self.kept_resources:
+                        recorded.mark_preserved(
+                            [k.value for k in self.kept_resources if isinstance(k.value, Volume)]
+                        )
+                    elif not self._released_what_unwinding_missed():
+                        recorded.keep_for_cleanup()
+                    raise
+                complete = True
+        except Interrupted as interrupted:
+            if not complete:
                 raise
+            # The image is whole and registered: the signal came too late to undo it.
+            log.warning("%s came after the image was complete; it is kept", interrupted)
+        state = self
+        assert state.image is not None and state.base is not None
         return BakeResult(
             bake_id=self.bake_id,
-            image=result[0],
+            image=state.image,
             cloud=self.cloud.name,
-            base=result[1],
-            tags=dict(result[0].tags),
-            packages=result[2],
-            manifest=result[3],
+            base=state.base,
+            tags=dict(state.image.tags),
+            packages=state.packages,
+            manifest=state.manifest,
             steps=self.steps.timings,
             duration_s=time.monotonic() - began,
             log_path=self.log_path,
         )
 
-    @property
-    def preserved(self) -> bool:
-        return self._kept_stack is not None
+    # The steps, in the order BAKE_PIPELINE runs them.
 
-    def _preserve(self, stack: ExitStack, failure: BaseException) -> None:
-        """Release the chroot, mounts and devices, and keep the rest: ownership of the volume
-        (and what was made from it) moves out of the stack, and the CLI exits without running
-        finalizers, so that nothing is released later either."""
-        try:
-            if self._device_stack is not None:
-                self._device_stack.__exit__(type(failure), failure, failure.__traceback__)
-        finally:
-            self._kept_stack = stack.pop_all()
-            assert self._record is not None
-            self._record.mark_preserved()
+    def read_packages(self) -> None:
+        self.requests = read_package_requests(self.hooks, self.request.packages)
+        self.repositories = read_repositories(
+            self.request.repositories, self.request.repository_keys
+        )
+        self.hooks.check_request(self.request, self.settings)
 
-    def _track(self, stack: ExitStack, kind: str, resource_id: str, release: str) -> None:
-        """Remember a resource until ``stack`` releases it; what a preserved failure kept stays."""
-        entry = KeptResource(kind, resource_id, release)
-        self.kept.append(entry)
-        stack.callback(self.kept.remove, entry)
-
-    def _bake(
-        self,
-        stack: ExitStack,
-        requests: list[PackageRequest],
-        repositories: Sequence[Repository],
-    ) -> tuple[Image, Image, tuple[PackageInfo, ...], tuple[ManifestEntry, ...]]:
-        steps, cloud = self.steps, self.cloud
-        with steps.step("resolve_base"):
-            base = cloud.resolve_base(self.request.base)
+    def resolve_base(self) -> None:
+        base = self.cloud.resolve_base(self.request.base)
         log.info("base image %s (%s)", base.image_id, base.name)
+        self.base = base
 
-        volume_stack = stack.enter_context(ExitStack())
-        volume = volume_stack.enter_context(
-            steps.resource("create_volume", "delete_volume", cloud.volume(base, self.bake_id))
-        )
-        self._track(
-            volume_stack,
-            "volume",
-            volume.volume_id,
-            cloud.release_command("volume", volume.volume_id),
-        )
+    def create_volume(self) -> Volume:
+        assert self.base is not None
+        return self.cloud.create_volume(self.base, self.bake_id)
 
-        device_stack = volume_stack.enter_context(ExitStack())
-        self._device_stack = device_stack
-        device = device_stack.enter_context(
-            steps.resource("attach", "detach", cloud.attached(volume, self.bake_id))
-        )
-        root = device_stack.enter_context(
-            steps.resource("mount", "unmount", self._mounted_root(device))
-        )
+    def delete_volume(self, volume: Volume) -> None:
+        self.cloud.delete_volume(volume)
 
-        with steps.step("detect_distro"):
-            distro, provisioner = self._detect(root.reached)
-        chroot = device_stack.enter_context(
-            steps.resource(
-                "chroot_setup",
-                "chroot_teardown",
-                self._chroot(root, distro, provisioner, repositories),
-            )
-        )
-        with steps.step("install"):
-            provisioner.install(chroot, requests)
-        with steps.step("inspect"):
-            packages = self._baked_packages(chroot, provisioner, requests)
-            manifest = tuple(provisioner.manifest(chroot))
-        with steps.step("name"):
-            facts = self._facts(base, packages, manifest, distro)
-            name = self._image_name(facts)
-            cloud.check_name_available(name)
-            tags = {
-                **self.hooks.image_tags(facts),
-                **provisioner.image_tags(),
-                **self.request.tags,
-            }
-            description = self.hooks.image_description(facts) or f"{name}, from {base.name}"
-            spec = ImageSpec(name, description, tags, manifest, base)
-        device_stack.close()  # chroot_teardown, unmount, detach
+    def attach(self) -> contextlib.AbstractContextManager[Path]:
+        assert self.volume is not None
+        return self.cloud.attached(self.volume, self.bake_id)
 
-        with steps.step("snapshot"):
-            snapshot = stack.enter_context(cloud.image_snapshot(volume, self.bake_id, spec))
-        self._track(
-            stack,
-            "snapshot",
-            snapshot.snapshot_id,
-            cloud.release_command("snapshot", snapshot.snapshot_id),
-        )
-        volume_stack.close()  # delete_volume: the snapshot no longer needs it
+    def mount(self) -> contextlib.AbstractContextManager[MountedRoot]:
+        assert self.device is not None
+        return self.host.mounted_root(self.device, self.work_dir / "root")
 
-        with steps.step("register"):
-            image = stack.enter_context(cloud.registered(snapshot, spec, self.bake_id))
-        self._track(stack, "image", image.image_id, cloud.release_command("image", image.image_id))
-        log.info("registered %s as %s", image.image_id, image.name)
-        with steps.step("publish"):
-            self.hooks.image_registered(image, facts, cloud)
-        return image, base, packages, manifest
-
-    @contextlib.contextmanager
-    def _mounted_root(self, device: Path) -> Iterator[MountedRoot]:
-        """The root filesystem mounted in the bake's namespace. Leaving unmounts it with whatever
-        is still mounted below it, by the paths the kernel's mount table holds then."""
-        assert self._namespace is not None
-        mount_point = self.settings.work_dir / self.bake_id / "root"
-        with ExitStack() as stack:
-            parts = stack.enter_context(partition_nodes(device))
-            root_fs = find_root_filesystem(device, parts)
-            mount_point.mkdir(parents=True, exist_ok=True)
-            stack.callback(_remove_empty_dirs, mount_point, self.settings.work_dir)
-            # Left after the unmount: the filesystem is shut down before anything goes on.
-            stack.callback(wait_until_released, root_fs.device)
-            options = ["nouuid"] if root_fs.fstype == "xfs" else []
-            stack.enter_context(
-                mounted(
-                    root_fs.device,
-                    mount_point,
-                    fstype=root_fs.fstype,
-                    options=options,
-                    recursive_unmount=True,
-                )
-            )
-            log.info("mounted %s (%s) on %s", root_fs.device, root_fs.fstype, mount_point)
-            reached = self._namespace.reach(mount_point)
-            yield MountedRoot(root_fs.device, mount_point, root_fs.fstype, reached)
-            # Only on success: flush, then let the loop device punch holes for freed blocks so
-            # that the snapshot stays small.
-            run(["sync", "-f", mount_point], what=f"sync {mount_point}")
-            run(["fstrim", mount_point], what=f"trim {mount_point}", check=False)
-
-    def _detect(self, root: Path) -> tuple[Distro, Provisioner]:
+    def detect_distro(self) -> None:
+        assert self.root is not None
+        root = self.root.reached
         os_release = read_os_release(root)
         distro = self.hooks.detect_distro(os_release, root, self.settings)
         if distro is None:
@@ -401,32 +310,76 @@ class Bake:
                 hint="install a plugin for it; 'aminate plugins' lists the loaded ones",
             )
         provisioner = require_provisioner(self.hooks, distro, self.settings)
-        require_tools(provisioner.required_tools())
+        self.host.require_tools(provisioner.required_tools())
         log.info(
             "distribution %s, provisioner %s", distro.pretty_name or distro.os_id, provisioner.name
         )
-        return distro, provisioner
+        self.distro, self.provisioner = distro, provisioner
 
     @contextlib.contextmanager
-    def _chroot(
-        self,
-        root: MountedRoot,
-        distro: Distro,
-        provisioner: Provisioner,
-        repositories: Sequence[Repository],
-    ) -> Iterator[Chroot]:
-        # No process of the image outlives its command (each runs in a PID namespace of its
-        # own), so none is left to end here.
-        chroot = Chroot(root.reached, mount_point=root.mount_point)
-        chroot = replace(chroot, hostname=image_hostname(chroot))
+    def set_up_chroot(self) -> Iterator[Chroot]:
+        state = self
+        assert state.root and state.distro and state.provisioner
         with ExitStack() as stack:
-            stack.enter_context(api_filesystems(chroot))
-            stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
-            self.hooks.prepare_chroot(chroot, distro, stack, self.settings)
-            if repositories:
-                placed = stack.enter_context(mounted_repositories(chroot, repositories))
-                stack.enter_context(provisioner.added_repositories(chroot, placed))
+            chroot = stack.enter_context(self.host.chroot(state.root))
+            self.hooks.prepare_chroot(chroot, state.distro, stack, self.settings)
+            if state.repositories:
+                placed = stack.enter_context(mounted_repositories(chroot, state.repositories))
+                stack.enter_context(state.provisioner.added_repositories(chroot, placed))
             yield chroot
+
+    def install(self) -> None:
+        assert self.provisioner and self.chroot
+        self.provisioner.install(self.chroot, self.requests)
+
+    def inspect(self) -> None:
+        state = self
+        assert state.provisioner and state.chroot
+        state.packages = self._baked_packages(state.chroot, state.provisioner, state.requests)
+        state.manifest = tuple(state.provisioner.manifest(state.chroot))
+
+    def name_image(self) -> None:
+        state = self
+        assert state.base and state.distro and state.provisioner
+        facts = BakeFacts(
+            bake_id=self.bake_id,
+            started=self.started,
+            base=state.base,
+            packages=state.packages,
+            manifest=state.manifest,
+            distro=state.distro,
+            name_template=self.request.name_template,
+            suffix=self.request.suffix,
+            extra_tags=dict(self.request.tags),
+            engine_version=__version__,
+            settings=self.settings,
+        )
+        named = self.hooks.image_name(facts)
+        if not named:
+            raise RequestError("no finalizer plugin named the image", hint="see 'aminate plugins'")
+        name = sanitize_image_name(named)
+        self.cloud.check_name_available(name)
+        tags = {
+            **self.hooks.image_tags(facts),
+            **state.provisioner.image_tags(),
+            **self.request.tags,
+        }
+        description = self.hooks.image_description(facts) or f"{name}, from {state.base.name}"
+        state.facts = facts
+        state.spec = ImageSpec(name, description, tags, state.manifest, state.base)
+
+    def take_snapshot(self) -> contextlib.AbstractContextManager[Snapshot]:
+        assert self.volume and self.spec
+        return self.cloud.image_snapshot(self.volume, self.bake_id, self.spec)
+
+    def register(self) -> contextlib.AbstractContextManager[Image]:
+        assert self.snapshot and self.spec
+        return self.cloud.registered(self.snapshot, self.spec, self.bake_id)
+
+    def publish(self) -> None:
+        assert self.image and self.facts
+        log.info("registered %s as %s", self.image.image_id, self.image.name)
+        self.hooks.image_registered(self.image, self.facts, self.cloud)
 
     def _baked_packages(
         self, chroot: Chroot, provisioner: Provisioner, requests: list[PackageRequest]
@@ -451,12 +404,49 @@ class Bake:
         return tuple(baked)
 
 
-def _remove_empty_dirs(path: Path, stop: Path) -> None:
-    """Remove ``path`` and its parents up to (not including) ``stop`` while they are empty."""
-    current = path
-    while current != stop and stop in current.parents:
-        try:
-            current.rmdir()
-        except OSError:
-            return
-        current = current.parent
+#: The bake, in order. Devices, mounts and the chroot are let go before the snapshot; the volume
+#: once the snapshot is made; a snapshot and image are kept when the bake succeeds (leaving them
+#: then releases nothing) and released when it fails. A preserved failure keeps the volume.
+BAKE_PIPELINE: Pipeline[Bake] = Pipeline(
+    [
+        Step("read_packages", Bake.read_packages),
+        Step("resolve_base", Bake.resolve_base),
+        Resource(
+            "create_volume",
+            "delete_volume",
+            acquire=Bake.create_volume,
+            release_by=Bake.delete_volume,
+            until="register",
+            keep_on_preserve=True,
+            stored_as="volume",
+        ),
+        Resource("attach", "detach", enter=Bake.attach, until="snapshot", stored_as="device"),
+        Resource("mount", "unmount", enter=Bake.mount, until="snapshot", stored_as="root"),
+        Step("detect_distro", Bake.detect_distro),
+        Resource(
+            "chroot_setup",
+            "chroot_teardown",
+            enter=Bake.set_up_chroot,
+            until="snapshot",
+            stored_as="chroot",
+        ),
+        Step("install", Bake.install),
+        Step("inspect", Bake.inspect),
+        Step("name", Bake.name_image),
+        Resource(
+            "snapshot",
+            "delete_snapshot",
+            enter=Bake.take_snapshot,
+            release_step_on_success=False,
+            stored_as="snapshot",
+        ),
+        Resource(
+            "register",
+            "deregister",
+            enter=Bake.register,
+            release_step_on_success=False,
+            stored_as="image",
+        ),
+        Step("publish", Bake.publish),
+    ]
+)

@@ -18,12 +18,15 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from aminator_ng.errors import BakeError, ConflictError, HostError
+from aminator_ng.errors import BakeError, ConflictError, HostError, NotFoundError
+from aminator_ng.model import Volume
+from aminator_ng.signals import deferred
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class BakeRecord:
     log_path: str | None = None
     #: A failed bake's resources kept by ``--preserve-on-error``.
     preserved: bool = False
+    #: What it kept: the fields of each kept ``Volume``.
+    kept_volumes: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def of_this_process(cls, bake_id: str, cloud: str, log_path: Path | None) -> BakeRecord:
@@ -74,10 +79,18 @@ class RecordedBake:
         self._records = records
         self._fd = fd
         self.preserved = False
+        self.kept = False
 
-    def mark_preserved(self) -> None:
-        """Keep the record after the bake, as a preserved one."""
-        self.record = replace(self.record, preserved=True)
+    def keep_for_cleanup(self) -> None:
+        """Leave the record when the bake ends: something it held could not be released, and
+        ``aminate cleanup`` finds it (unlocked) among the dead bakes' records."""
+        self.kept = True
+
+    def mark_preserved(self, volumes: Sequence[Volume]) -> None:
+        """Keep the record after the bake, as a preserved one that kept ``volumes``."""
+        self.record = replace(
+            self.record, preserved=True, kept_volumes=tuple(asdict(v) for v in volumes)
+        )
         self._records.rewrite(self.record, self._fd)
         self.preserved = True
 
@@ -138,10 +151,11 @@ class BakeRecords:
         try:
             yield held
         finally:
-            if not held.preserved:
-                # While still locked: no cleanup can claim it after us.
-                self.path(record.bake_id).unlink(missing_ok=True)
-            os.close(fd)
+            with deferred():
+                if not (held.preserved or held.kept):
+                    # While still locked: no cleanup can claim it after us.
+                    self.path(record.bake_id).unlink(missing_ok=True)
+                os.close(fd)
 
     def _read(self, path: Path) -> BakeRecord | None:
         try:
@@ -205,6 +219,29 @@ class BakeRecords:
                 raise ConflictError(f"bake {bake_id} was released by another cleanup")
             yield record
             path.unlink()
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def held(self, bake_id: str) -> Iterator[BakeRecord]:
+        """Hold a preserved bake's record for the context (``aminate shell``), so that no
+        cleanup releases what it kept meanwhile."""
+        try:
+            fd = os.open(self.path(bake_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no preserved bake {bake_id}",
+                hint="'aminate cleanup --preserved --dry-run' lists the preserved bakes",
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConflictError(f"bake {bake_id} is in use (a shell, or a cleanup)") from None
+            record = self._read(self.path(bake_id))
+            if record is None or not record.preserved:
+                raise NotFoundError(f"no preserved bake {bake_id}")
+            yield record
         finally:
             os.close(fd)
 

@@ -10,11 +10,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from aminator_ng import __version__
-from aminator_ng.bake import require_root
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import EngineSettings
 from aminator_ng.diskimage import build_disk_image, check_disk_size, required_tools
 from aminator_ng.errors import RequestError
+from aminator_ng.host import require_root
 from aminator_ng.model import Image
 from aminator_ng.namespace import bake_namespace
 from aminator_ng.plugin_manager import Hooks

@@ -23,7 +23,7 @@ from aminator_ng.errors import CleanupError
 from aminator_ng.imagefs import Identity, ImagePathError
 from aminator_ng.mount import mount, unmount
 from aminator_ng.namespace import sandbox_program
-from aminator_ng.run import Completed, run
+from aminator_ng.run import Completed, run, run_attached
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,15 @@ class Chroot:
             what=what or " ".join(argv),
             hint=hint,
             timeout=timeout,
+        )
+
+    def run_attached(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
+        """An interactive command inside the image, as ``run`` isolates it, on the engine's
+        terminal; returns its exit status."""
+        root = self.mount_point or self.root
+        return run_attached(
+            sandbox_program("image", "--attached", str(root), self.hostname, "--", *argv),
+            env={**self.environment, **(env or {})},
         )
 
     def with_environment(self, **variables: str) -> Chroot:

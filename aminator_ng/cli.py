@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from aminator_ng import __version__
-from aminator_ng.bake import Bake, new_bake_id, require_root
+from aminator_ng.bake import Bake, new_bake_id
 from aminator_ng.base import create_base
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import (
@@ -44,6 +44,7 @@ from aminator_ng.errors import (
     Interrupted,
     NotFoundError,
 )
+from aminator_ng.host import require_root
 from aminator_ng.model import Image
 from aminator_ng.output import (
     bake_text,
@@ -56,6 +57,7 @@ from aminator_ng.output import (
 )
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.recovery import bake_records, clean_up
+from aminator_ng.shell import open_shell
 from aminator_ng.signals import interrupts_raised
 
 log = logging.getLogger("aminator_ng")
@@ -603,6 +605,21 @@ def cleanup(ctx: click.Context, preserved: bool, dry_run: bool) -> None:
     )
 
 
+@cli.command(
+    "shell",
+    context_settings={"help_option_names": ["--help"], "ignore_unknown_options": True},
+)
+@click.argument("bake_id", metavar="BAKE_ID")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND...]")
+@global_options
+@click.pass_context
+def shell(ctx: click.Context, bake_id: str, command: tuple[str, ...]) -> None:
+    """Open a shell (or run COMMAND) in the chroot of what a bake kept with
+    --preserve-on-error; exits with its status."""
+    app = App(ctx)
+    ctx.exit(open_shell(app.cloud, app.settings, bake_id, command))
+
+
 @cli.group("store", context_settings={"help_option_names": ["--help"]})
 @global_options
 def store_group() -> None:
@@ -773,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             debug=debug,
             hint="rerun with --debug for the traceback",
         )
-    _exit(code, ctx_meta)
+    sys.exit(code)
 
 
 def describe(error: BaseException) -> str:
@@ -823,15 +840,3 @@ def _report(
             )
         click.echo("or release all of them with: aminate cleanup --preserved", err=True)
     return code
-
-
-def _exit(code: int, meta: dict[str, Any]) -> None:
-    runner: Bake | None = meta.get("aminator_ng.bake")
-    if runner is not None and runner.preserved:
-        # What the bake kept must outlive the interpreter's finalizers, which would close the
-        # suspended context managers and so release it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-        os._exit(code)
-    sys.exit(code)

@@ -8,7 +8,8 @@ ExitStack.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping
+import contextlib
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,33 @@ class CloudBackend(abc.ABC):
         Raises NotFoundError when there is none.
         """
 
-    @abc.abstractmethod
-    def volume(self, base: Image, bake_id: str) -> AbstractContextManager[Volume]:
-        """A writable volume made from the base's root snapshot, deleted when the context ends."""
+    def create_volume(self, base: Image, bake_id: str) -> Volume:
+        """A writable volume made from the base's root snapshot, tagged with ``bake_id``; the
+        bake deletes it with ``delete_volume`` (unless a preserved failure keeps it).
+
+        Backends implement this and ``delete_volume``. The default, for a backend that offers
+        only the older ``volume`` context manager, enters that; such a volume cannot be kept,
+        as the interpreter may end the context at exit."""
+        if type(self).volume is CloudBackend.volume:
+            raise NotImplementedError(f"{type(self).__name__} implements no create_volume")
+        manager = self.volume(base, bake_id)
+        volume = manager.__enter__()
+        self.__dict__.setdefault("_volume_contexts", {})[volume.volume_id] = manager
+        return volume
+
+    def delete_volume(self, volume: Volume) -> None:
+        """Delete a volume ``create_volume`` made."""
+        manager = self.__dict__.get("_volume_contexts", {}).pop(volume.volume_id)
+        manager.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def volume(self, base: Image, bake_id: str) -> Iterator[Volume]:
+        """``create_volume`` as a context manager: deleted when the context ends."""
+        volume = self.create_volume(base, bake_id)
+        try:
+            yield volume
+        finally:
+            self.delete_volume(volume)
 
     @abc.abstractmethod
     def attached(self, volume: Volume, bake_id: str) -> AbstractContextManager[Path]:

@@ -242,6 +242,31 @@ def run(
     return completed
 
 
+def run_attached(
+    argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None
+) -> int:
+    """Run an interactive command on the engine's own terminal and return its exit status.
+    While it runs, Ctrl-C is the command's: the engine ignores SIGINT."""
+    args = [os.fspath(a) for a in argv]
+    log.debug("+ %s (attached to the terminal)", mask_credentials(shlex.join(args)))
+    started, directory = _entered(args, None)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = subprocess.Popen(started, env=command_environment(env), cwd=directory)
+    except FileNotFoundError as exc:
+        signal.signal(signal.SIGINT, previous)
+        raise _missing_tool(started[0]) from exc
+    try:
+        return process.wait()
+    except BaseException:
+        # It shares the engine's session; what it started ends with the bake's namespace.
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def helper_process(argv: Sequence[str | os.PathLike[str]], *, what: str) -> Iterator[Helper]:
     """A long-running helper of the engine's own (never an image's program), with pipes to its

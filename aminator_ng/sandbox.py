@@ -7,11 +7,12 @@ It prints the init's pid and lives until its stdin closes (LABEL, the bake's wor
 there for process listings only); the kernel ends it and its init when the engine dies, SIGKILL
 included (PR_SET_PDEATHSIG), and with the init every process of the namespace.
 
-``python -m aminator_ng.sandbox image ROOT HOSTNAME -- COMMAND...`` runs one command inside an
-image: in new mount, PID, UTS and IPC namespaces, chrooted into ROOT, with the image's hostname
-and a /proc of its own PID namespace whose init is the command itself. So a package script sees
-only the image's processes (none rooted on the host), and whatever it leaves running, or
-mounted, ends with the command. /proc/sys and /proc/sysrq-trigger are read-only.
+``python -m aminator_ng.sandbox image [--attached] ROOT HOSTNAME -- COMMAND...`` runs one command
+inside an image: in new mount, PID, UTS and IPC namespaces, chrooted into ROOT, with the image's
+hostname and a /proc of its own PID namespace whose init is the command itself. So a package
+script sees only the image's processes (none rooted on the host), and whatever it leaves
+running, or mounted, ends with the command. /proc/sys and /proc/sysrq-trigger are read-only.
+Its stdin is the image's /dev/null; with ``--attached`` (``aminate shell``) the caller's own.
 
 Only the standard library and ``aminator_ng.syscalls`` are imported: the image program starts
 once per command.
@@ -146,7 +147,7 @@ def _read_only_proc() -> None:
             continue
 
 
-def _exec_in_image(root: str, command: Sequence[str]) -> None:
+def _exec_in_image(root: str, command: Sequence[str], attached: bool) -> None:
     """In the child, pid 1 of the new PID namespace: become ``command`` inside the image."""
     syscalls.die_with_parent()
     os.chroot(root)
@@ -162,15 +163,17 @@ def _exec_in_image(root: str, command: Sequence[str]) -> None:
         pass
     else:
         _read_only_proc()
-    # stdin from the image's own /dev/null: no descriptor of a host file reaches the image.
-    with contextlib.suppress(OSError):
-        null = os.open("/dev/null", os.O_RDWR)
-        os.dup2(null, 0)
+    # stdin from the image's own /dev/null: no descriptor of a host file reaches the image
+    # (but the operator's terminal, for ``aminate shell``).
+    if not attached:
+        with contextlib.suppress(OSError):
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     os.execvpe(command[0], list(command), os.environ)
 
 
-def image(root: str, hostname: str, command: Sequence[str]) -> int:
+def image(root: str, hostname: str, command: Sequence[str], *, attached: bool = False) -> int:
     flags = (
         syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
     )
@@ -186,7 +189,7 @@ def image(root: str, hostname: str, command: Sequence[str]) -> int:
     child = os.fork()
     if child == 0:
         try:
-            _exec_in_image(root, command)
+            _exec_in_image(root, command, attached)
         except OSError as error:
             print(
                 f"aminator-ng: cannot run {command[0]} in the image: {error.strerror}",
@@ -208,9 +211,11 @@ def main(argv: Sequence[str]) -> int:
             return hold(int(engine_pid), hostname)
         case ["image", root, hostname, "--", *command] if command:
             return image(root, hostname, command)
+        case ["image", "--attached", root, hostname, "--", *command] if command:
+            return image(root, hostname, command, attached=True)
     print(
         "usage: python -m aminator_ng.sandbox hold ENGINE_PID HOSTNAME LABEL\n"
-        "       python -m aminator_ng.sandbox image ROOT HOSTNAME -- COMMAND...",
+        "       python -m aminator_ng.sandbox image [--attached] ROOT HOSTNAME -- COMMAND...",
         file=sys.stderr,
     )
     return 2

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from aminator_ng.errors import AminatorError, BakeError, InjectedFault
 from aminator_ng.model import StepTiming
+from aminator_ng.signals import deferred
 
 log = logging.getLogger(__name__)
 
@@ -90,46 +91,58 @@ class Steps:
 
     @contextlib.contextmanager
     def release_step(self, name: str) -> Iterator[None]:
-        """A step that releases something. Its body always runs: a failure of the step's own
-        bookkeeping (an injected fault on entry) is raised only after the release is done."""
-        log.info("%s ...", name)
-        started = time.monotonic()
-        deferred: AminatorError | None = None
-        try:
-            self._maybe_fail(name, "enter")
-        except InjectedFault as exc:
-            deferred = exc
-        failed = True
-        try:
-            yield
-            failed = False
-        except AminatorError as exc:
-            if exc.step is None:
-                exc.step = name
-            raise
-        finally:
-            self._finish(name, started, failed or deferred is not None)
-        if deferred is not None:
-            raise deferred
+        """A step that releases something. Its body always runs, and runs whole: a signal is
+        raised only after it (``signals.deferred``), and a failure of the step's own
+        bookkeeping (an injected fault on entry) only after the release is done."""
+        with deferred():
+            log.info("%s ...", name)
+            started = time.monotonic()
+            fault: AminatorError | None = None
+            try:
+                self._maybe_fail(name, "enter")
+            except InjectedFault as exc:
+                fault = exc
+            failed = True
+            try:
+                yield
+                failed = False
+            except AminatorError as exc:
+                if exc.step is None:
+                    exc.step = name
+                raise
+            finally:
+                self._finish(name, started, failed or fault is not None)
+            if fault is not None:
+                raise fault
         self._maybe_fail(name, "exit")
 
     @contextlib.contextmanager
     def resource(
-        self, acquire: str, release: str, manager: AbstractContextManager[T]
+        self,
+        acquire: str,
+        release: str,
+        manager: AbstractContextManager[T],
+        *,
+        release_step_on_success: bool = True,
     ) -> Iterator[T]:
-        """Enter ``manager`` as step ``acquire`` and leave it as step ``release``.
+        """Enter ``manager`` as step ``acquire`` and leave it as step ``release`` (after
+        success too, unless ``release_step_on_success`` is False: then it is left quietly).
 
         If the acquire step fails after the resource was acquired, the resource is released.
         """
         with contextlib.ExitStack() as stack:
             with self.step(acquire):
-                value = stack.enter_context(self._released_as(release, manager))
+                value = stack.enter_context(
+                    self._released_as(release, manager, release_step_on_success)
+                )
             owned = stack.pop_all()
         with owned:
             yield value
 
     @contextlib.contextmanager
-    def _released_as(self, release: str, manager: AbstractContextManager[T]) -> Iterator[T]:
+    def _released_as(
+        self, release: str, manager: AbstractContextManager[T], step_on_success: bool
+    ) -> Iterator[T]:
         value = manager.__enter__()
         try:
             yield value
@@ -138,5 +151,8 @@ class Steps:
             with self.release_step(release):
                 manager.__exit__(*exc_info)
             raise
+        if not step_on_success:
+            manager.__exit__(None, None, None)
+            return
         with self.release_step(release):
             manager.__exit__(None, None, None)

@@ -163,8 +163,7 @@ class Ec2Cloud(CloudBackend):
             first_delay_s=0.5,
         )
 
-    @contextlib.contextmanager
-    def volume(self, base: Image, bake_id: str) -> Iterator[Volume]:
+    def create_volume(self, base: Image, bake_id: str) -> Volume:
         ec2_base = self._base(base)
         request: dict[str, Any] = {
             "AvailabilityZone": self.identity.availability_zone,
@@ -181,13 +180,18 @@ class Ec2Cloud(CloudBackend):
         created = call(self.ec2.create_volume, f"from {ec2_base.root_snapshot_id}", **request)
         volume_id = str(created["VolumeId"])
         log.info("volume %s from snapshot %s", volume_id, ec2_base.root_snapshot_id)
+        volume = Volume(volume_id, ec2_base.root_snapshot_id, int(created["Size"]) * GIB)
         try:
             self._wait_volume(volume_id, "available", self.attach_timeout_s)
-            yield Volume(volume_id, ec2_base.root_snapshot_id, int(created["Size"]) * GIB)
-        finally:
-            self._detach_leftover(volume_id)
-            call(self.ec2.delete_volume, volume_id, VolumeId=volume_id)
-            log.info("deleted volume %s", volume_id)
+        except BaseException:
+            self.delete_volume(volume)
+            raise
+        return volume
+
+    def delete_volume(self, volume: Volume) -> None:
+        self._detach_leftover(volume.volume_id)
+        call(self.ec2.delete_volume, volume.volume_id, VolumeId=volume.volume_id)
+        log.info("deleted volume %s", volume.volume_id)
 
     def _detach_leftover(self, volume_id: str) -> None:
         """Detach an attachment the bake does not know of: an AttachVolume whose answer was

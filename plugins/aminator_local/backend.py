@@ -55,14 +55,13 @@ class LocalCloud(CloudBackend):
             )
         return image
 
-    @contextlib.contextmanager
-    def volume(self, base: Image, bake_id: str) -> Iterator[Volume]:
+    def create_volume(self, base: Image, bake_id: str) -> Volume:
         record = self.store.create_volume(base.snapshot_id, bake_id)
-        try:
-            log.info("volume %s from snapshot %s", record.volume_id, base.snapshot_id)
-            yield Volume(record.volume_id, base.snapshot_id, record.path.stat().st_size)
-        finally:
-            self.store.delete_volume(record.volume_id)
+        log.info("volume %s from snapshot %s", record.volume_id, base.snapshot_id)
+        return Volume(record.volume_id, base.snapshot_id, record.path.stat().st_size)
+
+    def delete_volume(self, volume: Volume) -> None:
+        self.store.delete_volume(volume.volume_id)
 
     @contextlib.contextmanager
     def attached(self, volume: Volume, bake_id: str) -> Iterator[Path]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from aminator_ng.bake import BAKE_PIPELINE
 from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
 from aminator_ng.mount import mounted
 from tests.hookrecord import HOOK_RECORD_VARIABLE
@@ -30,25 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_NAME = "debian-12"
 BASE_SIZE = "1G"
 #: Every step of a bake, in order, as the fault matrices inject failures into them.
-BAKE_STEPS = [
-    "read_packages",
-    "resolve_base",
-    "create_volume",
-    "attach",
-    "mount",
-    "detect_distro",
-    "chroot_setup",
-    "install",
-    "inspect",
-    "name",
-    "chroot_teardown",
-    "unmount",
-    "detach",
-    "snapshot",
-    "delete_volume",
-    "register",
-    "publish",
-]
+#: The steps of a successful bake, in order, as the bake declares them.
+BAKE_STEPS = BAKE_PIPELINE.step_names
 
 
 @dataclass
@@ -151,11 +135,6 @@ class Workspace:
             "work dirs": sorted(p.name for p in (self.home / "work").glob("*")),
             "bake records": sorted(p.name for p in (self.home / "bakes").glob("*")),
         }
-
-    def forget_volumes(self) -> None:
-        with contextlib.closing(sqlite3.connect(self.home / "store.sqlite3")) as db, db:
-            db.execute("DELETE FROM volumes")
-        shutil.rmtree(self.home / "work", ignore_errors=True)
 
     def assert_nothing_left(self) -> None:
         left = {kind: items for kind, items in self.leftovers().items() if items}

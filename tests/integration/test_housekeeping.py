@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import time
@@ -87,6 +88,20 @@ def test_a_preserved_bake_is_inspected_then_released_by_cleanup(
     with mounted_image(volume, tmp_path / "inspect") as root:
         assert dpkg_status(root, "broken") == "iF"
     assert "aminate cleanup --preserved" in failed.stderr
+
+    # A shell in the chroot of the kept volume, as the package's script saw it.
+    bake_id = failed.json()["bake_id"]
+    status = workspace.aminate(
+        "shell", bake_id, "--", "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "broken"
+    )
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.strip() == "iF"
+    assert workspace.aminate("shell", bake_id, "--", "sh", "-c", "exit 7").returncode == 7
+    hostname = workspace.aminate("shell", bake_id, "--", "cat", "/proc/sys/kernel/hostname")
+    assert hostname.stdout.strip() != os.uname().nodename
+    unknown = workspace.aminate("shell", "0000000000000000")
+    assert unknown.returncode == 2 and "no preserved bake 0000000000000000" in unknown.stderr
+    assert workspace.leftovers()["held on the host"] == []  # the shell let go of everything
 
     cleaned = workspace.aminate("cleanup", "--preserved", "--output", "json")
     assert cleaned.returncode == 0, cleaned.stderr

@@ -27,7 +27,7 @@ from aminator_ng.bakerecords import BakeRecord, BakeRecords
 records = BakeRecords(Path(sys.argv[1]))
 with records.recorded(BakeRecord.of_this_process(sys.argv[2], "fake", None)) as held:
     if sys.argv[3] == "preserve":
-        held.mark_preserved()
+        held.mark_preserved([])
     print("held", flush=True)
     sys.stdin.readline()
 """

@@ -1,0 +1,151 @@
+"""The host seam: what a bake asks of the machine it runs on, beside the cloud backend.
+
+``LinuxHost`` is the real one: root, host tools, the bake's namespaces, partition nodes, the root
+filesystem's mount, and the chroot's API filesystems. Unit tests give the bake a fake host (and a
+fake cloud), so that the order of its steps, its teardown on errors and signals, and
+preserve-on-error are proven without root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from aminator_ng.blockdev import find_root_filesystem, partition_nodes, wait_until_released
+from aminator_ng.chroot import (
+    Chroot,
+    api_filesystems,
+    host_resolv_conf,
+    image_hostname,
+    replaced_file,
+)
+from aminator_ng.errors import HostError
+from aminator_ng.mount import mounted
+from aminator_ng.namespace import BakeNamespace, bake_namespace
+from aminator_ng.run import require_tools, run
+from aminator_ng.signals import deferred
+
+log = logging.getLogger(__name__)
+
+#: Host tools the engine's own Linux layer runs in every bake.
+ENGINE_TOOLS = ("blkid", "findmnt", "fstrim", "mount", "nsenter", "partx", "sync", "umount")
+
+
+@dataclass(frozen=True)
+class MountedRoot:
+    device: Path
+    #: Where the root is mounted in the bake's namespace.
+    mount_point: Path
+    fstype: str
+    #: Where the engine's process reaches it.
+    reached: Path
+
+
+class BakeHost(Protocol):
+    """The machine a bake runs on."""
+
+    def require(self, action: str, tools: Sequence[str]) -> None:
+        """Raise HostError unless ``action`` can run here: as root, with ``tools``."""
+
+    def require_tools(self, tools: Sequence[str]) -> None:
+        """Raise HostError naming a missing tool (and its package)."""
+
+    def namespace(self, work_dir: Path) -> AbstractContextManager[object]:
+        """The bake's namespaces for the context (see ``namespace.bake_namespace``)."""
+
+    def mounted_root(self, device: Path, mount_point: Path) -> AbstractContextManager[MountedRoot]:
+        """The root filesystem of ``device`` mounted on ``mount_point`` in the bake's
+        namespace; flushed and trimmed when the context ends well, unmounted (and its device
+        let go) in any case."""
+
+    def chroot(self, root: MountedRoot) -> AbstractContextManager[Chroot]:
+        """A chroot on the mounted root: API filesystems, the host's resolver, the image's own
+        hostname; undone when the context ends."""
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise HostError(f"{action} must run as root", hint="run it with sudo")
+
+
+class LinuxHost:
+    """The real host: namespaces, loop partitions, mounts and chroots of this Linux machine."""
+
+    def __init__(self) -> None:
+        self._namespace: BakeNamespace | None = None
+
+    def require(self, action: str, tools: Sequence[str]) -> None:
+        require_root(action)
+        require_tools(tools)
+
+    def require_tools(self, tools: Sequence[str]) -> None:
+        require_tools(tools)
+
+    @contextlib.contextmanager
+    def namespace(self, work_dir: Path) -> Iterator[BakeNamespace]:
+        with ExitStack() as stack:
+            self._namespace = stack.enter_context(bake_namespace(work_dir))
+            try:
+                yield self._namespace
+            finally:
+                self._namespace = None
+                with deferred():  # its end is a release: never cut short
+                    stack.close()
+
+    @contextlib.contextmanager
+    def mounted_root(self, device: Path, mount_point: Path) -> Iterator[MountedRoot]:
+        """Leaving unmounts the root with whatever is still mounted below it, by the paths the
+        kernel's mount table holds then."""
+        assert self._namespace is not None, "mounted_root outside the bake's namespace"
+        with ExitStack() as stack:
+            parts = stack.enter_context(partition_nodes(device))
+            root_fs = find_root_filesystem(device, parts)
+            mount_point.mkdir(parents=True, exist_ok=True)
+            stack.callback(remove_empty_dirs, mount_point, mount_point.parent.parent)
+            # Left after the unmount: the filesystem is shut down before anything goes on.
+            stack.callback(wait_until_released, root_fs.device)
+            options = ["nouuid"] if root_fs.fstype == "xfs" else []
+            stack.enter_context(
+                mounted(
+                    root_fs.device,
+                    mount_point,
+                    fstype=root_fs.fstype,
+                    options=options,
+                    recursive_unmount=True,
+                )
+            )
+            log.info("mounted %s (%s) on %s", root_fs.device, root_fs.fstype, mount_point)
+            reached = self._namespace.reach(mount_point)
+            yield MountedRoot(root_fs.device, mount_point, root_fs.fstype, reached)
+            # Only on success: flush, then let the loop device punch holes for freed blocks so
+            # that the snapshot stays small.
+            run(["sync", "-f", mount_point], what=f"sync {mount_point}")
+            run(["fstrim", mount_point], what=f"trim {mount_point}", check=False)
+
+    @contextlib.contextmanager
+    def chroot(self, root: MountedRoot) -> Iterator[Chroot]:
+        # No process of the image outlives its command (each runs in a PID namespace of its
+        # own), so none is left to end here.
+        chroot = Chroot(root.reached, mount_point=root.mount_point)
+        chroot = replace(chroot, hostname=image_hostname(chroot))
+        with ExitStack() as stack:
+            stack.enter_context(api_filesystems(chroot))
+            stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
+            yield chroot
+
+
+def remove_empty_dirs(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents up to (not including) ``stop`` while they are empty."""
+    current = path
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
