@@ -136,7 +136,13 @@ class LinuxHost:
         chroot = replace(chroot, hostname=image_hostname(chroot))
         with ExitStack() as stack:
             stack.enter_context(api_filesystems(chroot))
-            stack.enter_context(replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf()))
+            # A package that makes resolv.conf its own (systemd-resolved, resolvconf: a link to
+            # its stub) keeps what it made; otherwise the base's file comes back as it was.
+            stack.enter_context(
+                replaced_file(
+                    chroot, "/etc/resolv.conf", host_resolv_conf(), keep_if_replaced=True
+                )
+            )
             yield chroot
 
 

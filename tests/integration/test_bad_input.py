@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import BASE_NAME, Result, Workspace, mounted_image
+from tests.integration.debs import build_deb
 
 pytestmark = pytest.mark.privileged
 
@@ -148,3 +149,22 @@ def test_resolv_conf_file_of_the_image_comes_back_byte_for_byte(
         assert not resolv.is_symlink()
         assert resolv.read_bytes() == own
         assert resolv.stat().st_mode & 0o777 == 0o600
+
+
+def test_resolv_conf_a_package_made_its_own_is_kept(workspace: Workspace, tmp_path: Path) -> None:
+    """As systemd-resolved does: the package links resolv.conf to its stub; the image keeps
+    the link, and nothing of the host's resolver."""
+    resolver = build_deb(
+        tmp_path,
+        "stub-resolver",
+        postinst="ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf",
+    )
+    result = workspace.aminate("-b", BASE_NAME, "--output", "json", str(resolver))
+    assert result.returncode == 0, result.stderr
+    assert "keeping its version" in Path(result.json()["log_path"]).read_text()
+    raw = workspace.scratch / "baked.raw"
+    assert workspace.aminate("export", result.json()["image_id"], str(raw)).returncode == 0
+    with mounted_image(raw, workspace.scratch / "m") as root:
+        link = root / "etc/resolv.conf"
+        assert link.is_symlink()
+        assert str(link.readlink()) == "../run/systemd/resolve/stub-resolv.conf"
