@@ -45,6 +45,7 @@ from aminator_ng.locks import LockHeldError, file_lock
 from aminator_ng.model import (
     BakeFacts,
     Distro,
+    HygieneOutcome,
     Image,
     ImageSpec,
     ManifestEntry,
@@ -79,6 +80,7 @@ __all__ = [
     "EngineSettings",
     "Filesystem",
     "HostError",
+    "HygieneOutcome",
     "Image",
     "ImagePathError",
     "ImageSpec",

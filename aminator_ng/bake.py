@@ -33,6 +33,7 @@ from aminator_ng.host import ENGINE_TOOLS, BakeHost, LinuxHost, MountedRoot
 from aminator_ng.model import (
     BakeFacts,
     Distro,
+    HygieneOutcome,
     Image,
     ImageSpec,
     ManifestEntry,
@@ -88,6 +89,7 @@ class BakeResult:
     tags: dict[str, str]
     packages: tuple[PackageInfo, ...]
     manifest: tuple[ManifestEntry, ...]
+    hygiene: tuple[HygieneOutcome, ...]
     steps: list[Any]
     duration_s: float
     log_path: Path | None
@@ -104,10 +106,19 @@ class BakeResult:
             "tags": self.tags,
             "packages": [p.as_dict() for p in self.packages],
             "manifest": [m.as_dict() for m in self.manifest],
+            "hygiene": [h.as_dict() for h in self.hygiene],
             "steps": [s.as_dict() for s in self.steps],
             "duration_s": round(self.duration_s, 3),
             "log_path": str(self.log_path) if self.log_path else None,
         }
+
+
+def hygiene_tag(outcomes: Sequence[HygieneOutcome]) -> dict[str, str]:
+    """``hygiene=ok`` when every rule ran, else the rules switched off; none without rules."""
+    if not outcomes:
+        return {}
+    off = sorted(o.rule for o in outcomes if o.switched_off)
+    return {"hygiene": "off:" + ",".join(off) if off else "ok"}
 
 
 def looks_like_file(spec: str) -> bool:
@@ -178,6 +189,7 @@ class Bake:
         self.chroot: Chroot | None = None
         self.packages: tuple[PackageInfo, ...] = ()
         self.manifest: tuple[ManifestEntry, ...] = ()
+        self.hygiene: list[HygieneOutcome] = []
         self.facts: BakeFacts | None = None
         self.spec: ImageSpec | None = None
         self.snapshot: Snapshot | None = None
@@ -262,6 +274,7 @@ class Bake:
             tags=dict(state.image.tags),
             packages=state.packages,
             manifest=state.manifest,
+            hygiene=tuple(state.hygiene),
             steps=self.steps.timings,
             duration_s=time.monotonic() - began,
             log_path=self.log_path,
@@ -338,6 +351,12 @@ class Bake:
         state.packages = self._baked_packages(state.chroot, state.provisioner, state.requests)
         state.manifest = tuple(state.provisioner.manifest(state.chroot))
 
+    def clean(self) -> None:
+        assert self.chroot and self.distro
+        self.hygiene = self.hooks.clean_image(self.chroot, self.distro, self.settings)
+        for outcome in self.hygiene:
+            log.info("hygiene %s: %s", outcome.rule, outcome.done)
+
     def name_image(self) -> None:
         state = self
         assert state.base and state.distro and state.provisioner
@@ -362,6 +381,7 @@ class Bake:
         tags = {
             **self.hooks.image_tags(facts),
             **state.provisioner.image_tags(),
+            **hygiene_tag(self.hygiene),
             **self.request.tags,
         }
         description = self.hooks.image_description(facts) or f"{name}, from {state.base.name}"
@@ -432,6 +452,7 @@ BAKE_PIPELINE: Pipeline[Bake] = Pipeline(
         ),
         Step("install", Bake.install),
         Step("inspect", Bake.inspect),
+        Step("hygiene", Bake.clean),
         Step("name", Bake.name_image),
         Resource(
             "snapshot",

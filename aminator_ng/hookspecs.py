@@ -16,7 +16,7 @@ import pluggy
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
-from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
+from aminator_ng.model import BakeFacts, Distro, HygieneOutcome, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
 
 PROJECT = "aminator_ng"
@@ -169,6 +169,22 @@ def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str] | None:
 
     These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
     ``facts.settings`` holds the engine's and the plugins' settings.
+    """
+
+
+@hookspec
+def aminator_clean_image(
+    chroot: Chroot, distro: Distro, settings: EngineSettings
+) -> Sequence[HygieneOutcome] | None:
+    """Make the image safe to launch many instances from: remove what a bake leaves that must
+    be each instance's own (SSH host keys, the machine id) and say what each rule did.
+
+    Called once per bake, in the step ``hygiene``, after the install and the inspection and
+    before the image is named; the chroot is still set up. Asked only of the environment's
+    ``finalizers``, when it names them. Every plugin's outcomes are kept, in the JSON
+    result's ``hygiene`` list and the image's ``hygiene`` tag.
+
+    :return: one outcome per rule (a rule the operator switched off says so), or None.
     """
 
 

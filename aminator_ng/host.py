@@ -139,9 +139,7 @@ class LinuxHost:
             # A package that makes resolv.conf its own (systemd-resolved, resolvconf: a link to
             # its stub) keeps what it made; otherwise the base's file comes back as it was.
             stack.enter_context(
-                replaced_file(
-                    chroot, "/etc/resolv.conf", host_resolv_conf(), keep_if_replaced=True
-                )
+                replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf(), keep_if_replaced=True)
             )
             yield chroot
 

@@ -59,6 +59,19 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
+class HygieneOutcome:
+    """What one image-hygiene rule did in a bake (``aminator_clean_image``)."""
+
+    rule: str
+    done: str
+    #: The operator switched the rule off.
+    switched_off: bool = False
+
+    def as_dict(self) -> dict[str, str | bool]:
+        return {"rule": self.rule, "done": self.done, "switched_off": self.switched_off}
+
+
+@dataclass(frozen=True)
 class PackageRequest:
     """One PACKAGE argument: a package file on the host, or a name the image's repositories have.
 

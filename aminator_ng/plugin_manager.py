@@ -25,7 +25,7 @@ from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, Declarations, EngineSettings, Setting
 from aminator_ng.errors import ConfigError, RequestError
-from aminator_ng.model import BakeFacts, Distro, Image, PackageInfo
+from aminator_ng.model import BakeFacts, Distro, HygieneOutcome, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,17 @@ class Hooks:
             if tags:
                 merged.update({str(k): str(v) for k, v in tags.items()})
         return merged
+
+    def clean_image(
+        self, chroot: Chroot, distro: Distro, settings: EngineSettings
+    ) -> list[HygieneOutcome]:
+        answers = self._caller(
+            "aminator_clean_image",
+            settings.finalizers,
+            f"environment {settings.environment}: finalizers",
+        )(chroot=chroot, distro=distro, settings=settings)
+        # pluggy answers last-registered first: the built-ins' outcomes come first.
+        return [outcome for answer in reversed(answers) if answer for outcome in answer]
 
     def image_description(self, facts: BakeFacts) -> str | None:
         description: str | None = self._finalizer("aminator_image_description", facts)(facts=facts)

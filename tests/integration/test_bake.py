@@ -33,6 +33,7 @@ SUCCESS_KEYS = {
     "tags",
     "packages",
     "manifest",
+    "hygiene",
     "steps",
     "duration_s",
     "log_path",
@@ -107,6 +108,8 @@ def test_json_success_object(workspace: Workspace, debs: dict[str, Path]) -> Non
     assert tags["bake_id"] == data["bake_id"]
     assert tags["team"] == "web"
     assert tags["package_count"] == str(len(data["manifest"]))
+    assert tags["hygiene"] == "ok"
+    assert {entry["rule"] for entry in data["hygiene"]} == {"ssh_host_keys", "machine_id"}
     step_names = [step["name"] for step in data["steps"]]
     for required in (
         "resolve_base",

@@ -29,6 +29,7 @@ from aminator_ng.hookspecs import hookimpl
 from aminator_ng.host import MountedRoot
 from aminator_ng.model import (
     Distro,
+    HygieneOutcome,
     Image,
     ImageSpec,
     ManifestEntry,
@@ -229,6 +230,11 @@ class FakeDistroPlugin:
         return FakeProvisioner(self.world)
 
     @hookimpl
+    def aminator_clean_image(self, chroot: Chroot) -> list[HygieneOutcome]:
+        self.world.interrupter.at("hygiene:middle")
+        return [HygieneOutcome("fake_rule", "cleaned")]
+
+    @hookimpl
     def aminator_image_tags(self, facts: Any) -> dict[str, str]:
         self.world.interrupter.at("name:middle")
         return {"fake": "yes"}
@@ -325,6 +331,7 @@ def test_a_bake_runs_its_steps_in_the_declared_order(
             "chroot_setup",
             "install",
             "inspect",
+            "hygiene",
             "name",
             "chroot_teardown",
             "unmount",

@@ -1,0 +1,1 @@
+"""The image-hygiene finalizer: what no image for a fleet may carry from its bake."""
