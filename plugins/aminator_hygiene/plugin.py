@@ -7,6 +7,12 @@ fleet from, run inside the image after the install. Each rule is a setting of it
   a distribution's ``sshd-keygen`` unit), else by a small systemd unit this rule installs.
 - ``machine_id``: /etc/machine-id is emptied (systemd's first-boot semantics: each instance
   makes its own), and /var/lib/dbus/machine-id becomes a link to it.
+- ``snakeoil``: the self-signed key and certificate ssl-cert made at bake time are removed and
+  made again at first boot (``make-ssl-cert``), before any service that uses them starts.
+- ``random_seed``: systemd's saved random seed is removed: instances must not share it.
+
+The first-boot units run early (before ``sysinit.target``, so before every ordinary service)
+and only where their work is missing.
 """
 
 from __future__ import annotations
@@ -27,17 +33,25 @@ OWN_KEY_MAKERS = (
     "/lib/systemd/system/sshd-keygen.service",
 )
 KEYGEN_UNIT = "aminator-ng-ssh-host-keys.service"
-KEYGEN_UNIT_TEXT = """\
+SNAKEOIL_UNIT = "aminator-ng-snakeoil.service"
+SNAKEOIL_KEY = "/etc/ssl/private/ssl-cert-snakeoil.key"
+SNAKEOIL_CERT = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
+MAKE_SSL_CERT = "/usr/sbin/make-ssl-cert"
+RANDOM_SEEDS = ("/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed")
+FIRST_BOOT_UNIT = """\
 [Unit]
-Description=Make this machine's own SSH host keys (installed by aminator-ng)
-Before=ssh.service sshd.service
+Description={description} (installed by aminator-ng)
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target {before}
+ConditionPathExists=!{made}
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+ExecStart={command}
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=sysinit.target
 """
 MACHINE_ID = "/etc/machine-id"
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
@@ -59,6 +73,14 @@ def aminator_settings() -> Sequence[Setting]:
             "empty /etc/machine-id (and link /var/lib/dbus/machine-id to it): each instance "
             "makes its own at first boot",
         ),
+        Setting(
+            "snakeoil",
+            bool,
+            True,
+            "remove the ssl-cert snakeoil key and certificate made at bake time; each instance "
+            "makes its own at first boot",
+        ),
+        Setting("random_seed", bool, True, "remove systemd's saved random seed"),
     ]
 
 
@@ -67,7 +89,12 @@ def aminator_clean_image(
     chroot: Chroot, distro: Distro, settings: EngineSettings
 ) -> list[HygieneOutcome]:
     own = settings.plugin(PLUGIN_NAME)
-    rules = (("ssh_host_keys", reset_ssh_host_keys), ("machine_id", reset_machine_id))
+    rules = (
+        ("ssh_host_keys", reset_ssh_host_keys),
+        ("machine_id", reset_machine_id),
+        ("snakeoil", reset_snakeoil),
+        ("random_seed", remove_random_seed),
+    )
     outcomes: list[HygieneOutcome] = []
     for name, rule in rules:
         if own.get(name, True):
@@ -93,22 +120,63 @@ def reset_ssh_host_keys(chroot: Chroot) -> str:
     own = next((path for path in OWN_KEY_MAKERS if chroot.exists(path)), None)
     if own is not None:
         return f"{removed}; {own} makes them at first boot"
-    install_keygen_unit(chroot)
+    install_first_boot_unit(
+        chroot,
+        KEYGEN_UNIT,
+        description="Make this machine's own SSH host keys",
+        command="/usr/bin/ssh-keygen -A",
+        made="/etc/ssh/ssh_host_ed25519_key",
+        before="ssh.service sshd.service",
+    )
     return f"{removed}; {KEYGEN_UNIT} makes them at first boot"
 
 
-def install_keygen_unit(chroot: Chroot) -> None:
-    """The unit, enabled as systemctl would (a link in multi-user.target.wants)."""
+def install_first_boot_unit(
+    chroot: Chroot, name: str, *, description: str, command: str, made: str, before: str
+) -> None:
+    """A oneshot unit that does ``command`` at boot while ``made`` is missing, enabled as
+    systemctl would (a link in sysinit.target.wants)."""
     units = PurePosixPath("/etc/systemd/system")
-    wants = units / "multi-user.target.wants"
+    wants = units / "sysinit.target.wants"
     for directory in ("/etc/systemd", str(units), str(wants)):
         if not chroot.exists(directory):
             chroot.make_directory(directory)
-    chroot.write_file(str(units / KEYGEN_UNIT), KEYGEN_UNIT_TEXT.encode(), mode=0o644)
-    link = str(wants / KEYGEN_UNIT)
+    text = FIRST_BOOT_UNIT.format(
+        description=description, before=before, made=made, command=command
+    )
+    chroot.write_file(str(units / name), text.encode(), mode=0o644)
+    link = str(wants / name)
     if chroot.lstat(link) is not None:
         chroot.remove(link)
-    chroot.symlink(link, str(units / KEYGEN_UNIT))
+    chroot.symlink(link, str(units / name))
+
+
+def reset_snakeoil(chroot: Chroot) -> str:
+    made = [path for path in (SNAKEOIL_KEY, SNAKEOIL_CERT) if chroot.lstat(path) is not None]
+    if not made:
+        return "no snakeoil certificate"
+    for path in made:
+        chroot.remove(path)
+    removed = f"removed {', '.join(made)}"
+    if not chroot.is_file(MAKE_SSL_CERT):
+        return f"{removed}; ssl-cert is not installed: nothing makes them again"
+    install_first_boot_unit(
+        chroot,
+        SNAKEOIL_UNIT,
+        description="Make this machine's own snakeoil certificate",
+        command=f"{MAKE_SSL_CERT} generate-default-snakeoil --force-overwrite",
+        made=SNAKEOIL_KEY,
+        before="apache2.service nginx.service postgresql.service postfix.service "
+        "exim4.service dovecot.service",
+    )
+    return f"{removed}; {SNAKEOIL_UNIT} makes them at first boot"
+
+
+def remove_random_seed(chroot: Chroot) -> str:
+    seeds = [path for path in RANDOM_SEEDS if chroot.lstat(path) is not None]
+    for path in seeds:
+        chroot.remove(path)
+    return f"removed {', '.join(seeds)}" if seeds else "no random seed"
 
 
 def reset_machine_id(chroot: Chroot) -> str:

@@ -109,7 +109,12 @@ def test_json_success_object(workspace: Workspace, debs: dict[str, Path]) -> Non
     assert tags["team"] == "web"
     assert tags["package_count"] == str(len(data["manifest"]))
     assert tags["hygiene"] == "ok"
-    assert {entry["rule"] for entry in data["hygiene"]} == {"ssh_host_keys", "machine_id"}
+    assert {entry["rule"] for entry in data["hygiene"]} == {
+        "ssh_host_keys",
+        "machine_id",
+        "snakeoil",
+        "random_seed",
+    }
     step_names = [step["name"] for step in data["steps"]]
     for required in (
         "resolve_base",

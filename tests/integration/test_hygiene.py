@@ -1,20 +1,21 @@
-"""Image hygiene with a real package from the Debian archive: openssh-server makes host keys in
-its postinst; the image carries none, and makes its own at first boot."""
+"""Image hygiene with real packages from the Debian archive: openssh-server makes host keys in
+its postinst and ssl-cert a snakeoil key and certificate; the image carries none of them, and
+makes its own at first boot."""
 
 from __future__ import annotations
 
 import pytest
 
-from aminator_hygiene.plugin import KEYGEN_UNIT
+from aminator_hygiene.plugin import KEYGEN_UNIT, SNAKEOIL_UNIT
 from tests.integration.conftest import BASE_NAME, Workspace, mounted_image
 
 pytestmark = pytest.mark.privileged
 
 
-def test_an_ssh_server_image_has_no_host_key_and_a_first_boot_maker(
+def test_an_ssh_server_image_has_no_host_key_nor_snakeoil_and_makes_them_at_first_boot(
     workspace: Workspace,
 ) -> None:
-    result = workspace.aminate("-b", BASE_NAME, "--output", "json", "openssh-server")
+    result = workspace.aminate("-b", BASE_NAME, "--output", "json", "openssh-server", "ssl-cert")
     assert result.returncode == 0, result.stderr
     data = result.json()
     assert data["tags"]["hygiene"] == "ok"
@@ -27,7 +28,12 @@ def test_an_ssh_server_image_has_no_host_key_and_a_first_boot_maker(
         assert sorted((root / "etc/ssh").glob("ssh_host_*")) == []
         unit = root / "etc/systemd/system" / KEYGEN_UNIT
         assert "ssh-keygen -A" in unit.read_text()
-        assert (root / "etc/systemd/system/multi-user.target.wants" / KEYGEN_UNIT).is_symlink()
+        assert (root / "etc/systemd/system/sysinit.target.wants" / KEYGEN_UNIT).is_symlink()
+        assert not (root / "etc/ssl/private/ssl-cert-snakeoil.key").exists()
+        assert not (root / "etc/ssl/certs/ssl-cert-snakeoil.pem").exists()
+        assert (
+            "generate-default-snakeoil" in (root / "etc/systemd/system" / SNAKEOIL_UNIT).read_text()
+        )
         machine_id = root / "etc/machine-id"
         assert not machine_id.exists() or machine_id.read_bytes() == b""
 

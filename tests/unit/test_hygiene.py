@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_hygiene.plugin import KEYGEN_UNIT, aminator_clean_image
+from aminator_hygiene.plugin import KEYGEN_UNIT, SNAKEOIL_UNIT, aminator_clean_image
 from aminator_ng.chroot import Chroot
 from aminator_ng.config import EngineSettings
 from aminator_ng.model import Distro, HygieneOutcome
@@ -26,6 +26,13 @@ def image(tmp_path: Path) -> Path:
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     (root / "var/lib/dbus").mkdir(parents=True)
     (root / "var/lib/dbus/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    for made in ("etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem"):
+        (root / made).parent.mkdir(parents=True, exist_ok=True)
+        (root / made).write_text("made at bake time\n")
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/make-ssl-cert").write_text("#!/bin/sh\n")
+    (root / "var/lib/systemd").mkdir(parents=True)
+    (root / "var/lib/systemd/random-seed").write_bytes(b"\1" * 512)
     return root
 
 
@@ -38,10 +45,11 @@ def test_ssh_host_keys_go_and_a_unit_makes_them_at_first_boot(image: Path) -> No
     outcome = clean(image)["ssh_host_keys"]
     assert outcome.done == f"removed 3 SSH host key files; {KEYGEN_UNIT} makes them at first boot"
     assert sorted(p.name for p in (image / "etc/ssh").iterdir()) == ["sshd_config"]
-    unit = image / "etc/systemd/system" / KEYGEN_UNIT
-    assert "ExecStart=/usr/bin/ssh-keygen -A" in unit.read_text()
-    assert "Before=ssh.service sshd.service" in unit.read_text()
-    link = image / "etc/systemd/system/multi-user.target.wants" / KEYGEN_UNIT
+    unit = (image / "etc/systemd/system" / KEYGEN_UNIT).read_text()
+    assert "ExecStart=/usr/bin/ssh-keygen -A" in unit
+    assert "Before=sysinit.target ssh.service sshd.service" in unit
+    assert "ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key" in unit
+    link = image / "etc/systemd/system/sysinit.target.wants" / KEYGEN_UNIT
     assert link.is_symlink() and str(link.readlink()) == f"/etc/systemd/system/{KEYGEN_UNIT}"
 
 
@@ -50,7 +58,7 @@ def test_an_image_that_makes_its_own_keys_gets_no_unit(image: Path) -> None:
     (image / "usr/bin/cloud-init").write_text("#!/bin/sh\n")
     outcome = clean(image)["ssh_host_keys"]
     assert outcome.done.endswith("/usr/bin/cloud-init makes them at first boot")
-    assert not (image / "etc/systemd").exists()
+    assert not (image / "etc/systemd/system" / KEYGEN_UNIT).exists()
 
 
 def test_the_machine_id_is_emptied_and_dbus_follows_it(image: Path) -> None:
@@ -65,16 +73,53 @@ def test_the_machine_id_is_emptied_and_dbus_follows_it(image: Path) -> None:
     assert clean(image)["machine_id"].done == "no machine id"
 
 
-@pytest.mark.parametrize("rule", ["ssh_host_keys", "machine_id"])
+def test_the_snakeoil_certificate_goes_and_is_made_again_at_first_boot(image: Path) -> None:
+    outcome = clean(image)["snakeoil"]
+    assert outcome.done == (
+        "removed /etc/ssl/private/ssl-cert-snakeoil.key, /etc/ssl/certs/ssl-cert-snakeoil.pem; "
+        f"{SNAKEOIL_UNIT} makes them at first boot"
+    )
+    assert not (image / "etc/ssl/private/ssl-cert-snakeoil.key").exists()
+    unit = (image / "etc/systemd/system" / SNAKEOIL_UNIT).read_text()
+    assert "ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil --force-overwrite" in unit
+    assert "apache2.service" in unit and "postgresql.service" in unit
+    assert (image / "etc/systemd/system/sysinit.target.wants" / SNAKEOIL_UNIT).is_symlink()
+
+
+def test_without_ssl_cert_the_snakeoil_certificate_is_not_made_again(image: Path) -> None:
+    (image / "usr/sbin/make-ssl-cert").unlink()
+    assert clean(image)["snakeoil"].done.endswith(
+        "ssl-cert is not installed: nothing makes them again"
+    )
+    assert not (image / "etc/systemd/system" / SNAKEOIL_UNIT).exists()
+
+
+def test_the_random_seed_goes(image: Path) -> None:
+    assert clean(image)["random_seed"].done == "removed /var/lib/systemd/random-seed"
+    assert not (image / "var/lib/systemd/random-seed").exists()
+    assert clean(image)["random_seed"].done == "no random seed"
+
+
+RULES = ["ssh_host_keys", "machine_id", "snakeoil", "random_seed"]
+#: What each rule would change (and a rule switched off leaves as it was).
+TOUCHED = {
+    "ssh_host_keys": ["etc/ssh/ssh_host_rsa_key"],
+    "machine_id": ["etc/machine-id", "var/lib/dbus/machine-id"],
+    "snakeoil": ["etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem"],
+    "random_seed": ["var/lib/systemd/random-seed"],
+}
+
+
+@pytest.mark.parametrize("rule", RULES)
 def test_a_rule_switched_off_changes_nothing(image: Path, rule: str) -> None:
-    before = {p: p.read_bytes() for p in image.rglob("*") if p.is_file()}
+    before = {path: (image / path).read_bytes() for path in TOUCHED[rule]}
     outcomes = clean(image, **{rule: False})
     assert outcomes[rule] == HygieneOutcome(rule, "switched off", switched_off=True)
-    after = {p: p.read_bytes() for p in image.rglob("*") if p.is_file()}
-    if rule == "ssh_host_keys":
-        assert all((image / "etc/ssh" / name).exists() for name in KEY_FILES)
-        assert (image / "etc/machine-id").read_bytes() == b""
-    else:
-        assert after[image / "etc/machine-id"] == before[image / "etc/machine-id"]
-        assert not (image / "var/lib/dbus/machine-id").is_symlink()
-        assert not any((image / "etc/ssh").glob("ssh_host_*"))
+    for path, content in before.items():
+        assert not (image / path).is_symlink() and (image / path).read_bytes() == content
+    # The other rules still ran.
+    for other in set(RULES) - {rule}:
+        assert not outcomes[other].switched_off
+        for path in TOUCHED[other]:
+            changed = image / path
+            assert not changed.exists() or changed.is_symlink() or changed.read_bytes() == b""
