@@ -352,8 +352,14 @@ class Bake:
         state.manifest = tuple(state.provisioner.manifest(state.chroot))
 
     def clean(self) -> None:
-        assert self.chroot and self.distro
-        self.hygiene = self.hooks.clean_image(self.chroot, self.distro, self.settings)
+        assert self.chroot and self.distro and self.provisioner
+        self.hygiene = self.hooks.clean_image(
+            self.chroot,
+            self.distro,
+            self.settings,
+            self.started,
+            self.provisioner.history_files(),
+        )
         for outcome in self.hygiene:
             log.info("hygiene %s: %s", outcome.rule, outcome.done)
 

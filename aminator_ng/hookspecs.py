@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 import pluggy
@@ -174,10 +175,18 @@ def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str] | None:
 
 @hookspec
 def aminator_clean_image(
-    chroot: Chroot, distro: Distro, settings: EngineSettings
+    chroot: Chroot,
+    distro: Distro,
+    settings: EngineSettings,
+    started: datetime,
+    package_history: Sequence[str],
 ) -> Sequence[HygieneOutcome] | None:
     """Make the image safe to launch many instances from: remove what a bake leaves that must
     be each instance's own (SSH host keys, the machine id) and say what each rule did.
+
+    ``started`` is when the bake began: an inode whose change time is later was made or
+    changed by this bake. ``package_history`` names the package manager's own history files
+    (the provisioner's ``history_files``).
 
     Called once per bake, in the step ``hygiene``, after the install and the inspection and
     before the image is named; the chroot is still set up. Asked only of the environment's

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,13 +236,24 @@ class Hooks:
         return merged
 
     def clean_image(
-        self, chroot: Chroot, distro: Distro, settings: EngineSettings
+        self,
+        chroot: Chroot,
+        distro: Distro,
+        settings: EngineSettings,
+        started: datetime,
+        package_history: Sequence[str],
     ) -> list[HygieneOutcome]:
         answers = self._caller(
             "aminator_clean_image",
             settings.finalizers,
             f"environment {settings.environment}: finalizers",
-        )(chroot=chroot, distro=distro, settings=settings)
+        )(
+            chroot=chroot,
+            distro=distro,
+            settings=settings,
+            started=started,
+            package_history=package_history,
+        )
         # pluggy answers last-registered first: the built-ins' outcomes come first.
         return [outcome for answer in reversed(answers) if answer for outcome in answer]
 

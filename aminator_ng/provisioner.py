@@ -50,6 +50,11 @@ class Provisioner(abc.ABC):
         """
         return pinned.removeprefix("0:") == installed.full_version
 
+    def history_files(self) -> Sequence[str]:
+        """The package manager's own history of what it installed (paths inside the image),
+        which the hygiene rule ``logs`` keeps when ``keep_package_history`` says so."""
+        return ()
+
     def image_tags(self) -> Mapping[str, str]:
         """Tags that record how this provisioner installed (signature checking turned off,
         say). Merged over the finalizers' tags; ``--tag`` still overrides them."""

@@ -152,6 +152,11 @@ def _install_failure(result: Completed, names: Sequence[str]) -> BakeError:
 
 class AptProvisioner(Provisioner):
     name = "apt"
+    #: apt's and dpkg's record of every install (not their terminal output).
+    HISTORY = ("/var/log/apt/history.log", "/var/log/dpkg.log")
+
+    def history_files(self) -> Sequence[str]:
+        return self.HISTORY
 
     def __init__(self, *, install_recommends: bool = True) -> None:
         self.install_recommends = install_recommends

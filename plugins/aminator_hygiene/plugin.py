@@ -10,6 +10,12 @@ fleet from, run inside the image after the install. Each rule is a setting of it
 - ``snakeoil``: the self-signed key and certificate ssl-cert made at bake time are removed and
   made again at first boot (``make-ssl-cert``), before any service that uses them starts.
 - ``random_seed``: systemd's saved random seed is removed: instances must not share it.
+- ``logs``: what the bake wrote under /var/log is emptied (compressed logs removed); with
+  ``keep_package_history`` the package manager's own history stays.
+- ``tmp``: what the bake added to /tmp and /var/tmp is removed.
+
+"What the bake wrote" is what changed since the bake started: an inode's change time, which
+the kernel sets and no package can set back.
 
 The first-boot units run early (before ``sysinit.target``, so before every ordinary service)
 and only where their work is missing.
@@ -18,7 +24,8 @@ and only where their work is missing.
 from __future__ import annotations
 
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from aminator_ng.api import Chroot, Distro, EngineSettings, HygieneOutcome, Setting, hookimpl
@@ -81,24 +88,40 @@ def aminator_settings() -> Sequence[Setting]:
             "makes its own at first boot",
         ),
         Setting("random_seed", bool, True, "remove systemd's saved random seed"),
+        Setting("logs", bool, True, "empty the logs the bake wrote under /var/log"),
+        Setting(
+            "keep_package_history",
+            bool,
+            False,
+            "with logs: keep the package manager's own history (apt's history.log, dpkg.log)",
+        ),
+        Setting("tmp", bool, True, "remove what the bake added to /tmp and /var/tmp"),
     ]
 
 
 @hookimpl
 def aminator_clean_image(
-    chroot: Chroot, distro: Distro, settings: EngineSettings
+    chroot: Chroot,
+    distro: Distro,
+    settings: EngineSettings,
+    started: datetime,
+    package_history: Sequence[str],
 ) -> list[HygieneOutcome]:
     own = settings.plugin(PLUGIN_NAME)
-    rules = (
-        ("ssh_host_keys", reset_ssh_host_keys),
-        ("machine_id", reset_machine_id),
-        ("snakeoil", reset_snakeoil),
-        ("random_seed", remove_random_seed),
+    since = started.timestamp()
+    kept = tuple(package_history) if own.get("keep_package_history", False) else ()
+    rules: tuple[tuple[str, Callable[[], str]], ...] = (
+        ("ssh_host_keys", lambda: reset_ssh_host_keys(chroot)),
+        ("machine_id", lambda: reset_machine_id(chroot)),
+        ("snakeoil", lambda: reset_snakeoil(chroot)),
+        ("random_seed", lambda: remove_random_seed(chroot)),
+        ("logs", lambda: empty_logs(chroot, since, kept)),
+        ("tmp", lambda: empty_tmp(chroot, since)),
     )
     outcomes: list[HygieneOutcome] = []
     for name, rule in rules:
         if own.get(name, True):
-            outcomes.append(HygieneOutcome(name, rule(chroot)))
+            outcomes.append(HygieneOutcome(name, rule()))
         else:
             outcomes.append(HygieneOutcome(name, "switched off", switched_off=True))
     return outcomes
@@ -190,3 +213,66 @@ def reset_machine_id(chroot: Chroot) -> str:
         chroot.symlink(DBUS_MACHINE_ID, MACHINE_ID)
         done.append(f"linked {DBUS_MACHINE_ID} to {MACHINE_ID}")
     return "; ".join(done) or "no machine id"
+
+
+def _changed_since(chroot: Chroot, path: str, since: float) -> bool:
+    found = chroot.lstat(path)
+    return found is not None and found.st_ctime >= since
+
+
+def _entries(chroot: Chroot, directory: str) -> list[str]:
+    """The paths below ``directory``, deepest first (directories after what they hold)."""
+    found: list[str] = []
+    for name in chroot.listdir(directory):
+        path = f"{directory}/{name}"
+        info = chroot.lstat(path)
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            found += _entries(chroot, path)
+        found.append(path)
+    return found
+
+
+def empty_logs(chroot: Chroot, since: float, kept: Sequence[str]) -> str:
+    if not chroot.is_dir("/var/log"):
+        return "no /var/log"
+    emptied: list[str] = []
+    for path in _entries(chroot, "/var/log"):
+        info = chroot.lstat(path)
+        if info is None or not stat.S_ISREG(info.st_mode) or path in kept:
+            continue
+        if info.st_ctime < since or info.st_size == 0:
+            continue
+        if path.endswith((".gz", ".xz", ".bz2", ".zst")):
+            chroot.remove(path)  # an empty file is no valid archive
+        else:
+            chroot.write_file(
+                path, b"", mode=stat.S_IMODE(info.st_mode), uid=info.st_uid, gid=info.st_gid
+            )
+        emptied.append(path)
+    kept_note = f"; kept {', '.join(p for p in kept if chroot.exists(p))}" if kept else ""
+    return (
+        f"emptied {len(emptied)} logs the bake wrote" if emptied else "no log written"
+    ) + kept_note
+
+
+def empty_tmp(chroot: Chroot, since: float) -> str:
+    removed = 0
+    for directory in ("/tmp", "/var/tmp"):
+        if not chroot.is_dir(directory):
+            continue
+        for path in _entries(chroot, directory):
+            if not _changed_since(chroot, path, since):
+                continue
+            info = chroot.lstat(path)
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                if chroot.listdir(path):
+                    continue  # it holds what the base had
+                chroot.remove_directory(path)
+            else:
+                chroot.remove(path)
+            removed += 1
+    return (
+        f"removed {removed} entries the bake added to /tmp and /var/tmp"
+        if removed
+        else "nothing added"
+    )

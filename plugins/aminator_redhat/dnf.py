@@ -154,6 +154,11 @@ def cache_cleaned(chroot: Chroot, dnf: DnfCommand) -> Iterator[None]:
 
 class DnfProvisioner(Provisioner):
     name = "dnf"
+    #: dnf's record of every package it installed or removed.
+    HISTORY = ("/var/log/dnf.rpm.log",)
+
+    def history_files(self) -> Sequence[str]:
+        return self.HISTORY
 
     def __init__(self, *, gpgcheck: bool = True) -> None:
         self.gpgcheck = gpgcheck

@@ -114,6 +114,8 @@ def test_json_success_object(workspace: Workspace, debs: dict[str, Path]) -> Non
         "machine_id",
         "snakeoil",
         "random_seed",
+        "logs",
+        "tmp",
     }
     step_names = [step["name"] for step in data["steps"]]
     for required in (

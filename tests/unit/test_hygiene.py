@@ -3,6 +3,8 @@ what it did, and does nothing when switched off."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,9 +38,37 @@ def image(tmp_path: Path) -> Path:
     return root
 
 
-def clean(root: Path, **switches: bool) -> dict[str, HygieneOutcome]:
+HISTORY = ("/var/log/apt/history.log", "/var/log/dpkg.log")
+
+
+def clean(
+    root: Path, started: datetime | None = None, **switches: bool
+) -> dict[str, HygieneOutcome]:
     settings = EngineSettings(plugin_settings={"hygiene": switches})
-    return {o.rule: o for o in aminator_clean_image(Chroot(root), DISTRO, settings)}
+    outcomes = aminator_clean_image(
+        Chroot(root), DISTRO, settings, started or datetime.now(UTC), HISTORY
+    )
+    return {o.rule: o for o in outcomes}
+
+
+@pytest.fixture
+def baked(image: Path) -> tuple[Path, datetime]:
+    """The image with what a base had under /var/log and /tmp, then what a bake wrote there."""
+    (image / "var/log/apt").mkdir(parents=True)
+    (image / "var/log/base.log").write_text("from the base\n")
+    (image / "tmp/base-dir").mkdir(parents=True)
+    (image / "tmp/base-dir/base-file").write_text("from the base\n")
+    time.sleep(0.05)
+    started = datetime.now(UTC)
+    time.sleep(0.05)
+    for log in ("var/log/apt/history.log", "var/log/dpkg.log", "var/log/alternatives.log"):
+        (image / log).write_text("Start-Date: 2026-12-02  baked on bakehost-1234\n")
+    (image / "var/log/apt/eipp.log.xz").write_bytes(b"\xfd7zXZ\0")
+    (image / "tmp/from-the-bake").write_text("x")
+    (image / "tmp/base-dir/from-the-bake").write_text("x")
+    (image / "var/tmp/bake-dir").mkdir(parents=True)
+    (image / "var/tmp/bake-dir/x").write_text("x")
+    return image, started
 
 
 def test_ssh_host_keys_go_and_a_unit_makes_them_at_first_boot(image: Path) -> None:
@@ -94,26 +124,63 @@ def test_without_ssl_cert_the_snakeoil_certificate_is_not_made_again(image: Path
     assert not (image / "etc/systemd/system" / SNAKEOIL_UNIT).exists()
 
 
+def test_the_logs_the_bake_wrote_are_emptied(baked: tuple[Path, datetime]) -> None:
+    image, started = baked
+    outcome = clean(image, started)["logs"]
+    assert outcome.done == "emptied 4 logs the bake wrote"
+    for log in ("var/log/apt/history.log", "var/log/dpkg.log", "var/log/alternatives.log"):
+        assert (image / log).read_bytes() == b""
+    assert not (image / "var/log/apt/eipp.log.xz").exists()
+    assert (image / "var/log/base.log").read_text() == "from the base\n"
+
+
+def test_the_package_history_stays_when_asked(baked: tuple[Path, datetime]) -> None:
+    image, started = baked
+    outcome = clean(image, started, keep_package_history=True)["logs"]
+    assert outcome.done == (
+        "emptied 2 logs the bake wrote; kept /var/log/apt/history.log, /var/log/dpkg.log"
+    )
+    assert (image / "var/log/dpkg.log").read_text().startswith("Start-Date")
+    assert (image / "var/log/alternatives.log").read_bytes() == b""
+
+
+def test_what_the_bake_added_to_tmp_goes_and_the_base_s_stays(
+    baked: tuple[Path, datetime],
+) -> None:
+    image, started = baked
+    assert clean(image, started)["tmp"].done == (
+        "removed 4 entries the bake added to /tmp and /var/tmp"
+    )
+    assert sorted(p.relative_to(image).as_posix() for p in (image / "tmp").rglob("*")) == [
+        "tmp/base-dir",
+        "tmp/base-dir/base-file",
+    ]
+    assert list((image / "var/tmp").iterdir()) == []
+
+
 def test_the_random_seed_goes(image: Path) -> None:
     assert clean(image)["random_seed"].done == "removed /var/lib/systemd/random-seed"
     assert not (image / "var/lib/systemd/random-seed").exists()
     assert clean(image)["random_seed"].done == "no random seed"
 
 
-RULES = ["ssh_host_keys", "machine_id", "snakeoil", "random_seed"]
+RULES = ["ssh_host_keys", "machine_id", "snakeoil", "random_seed", "logs", "tmp"]
 #: What each rule would change (and a rule switched off leaves as it was).
 TOUCHED = {
     "ssh_host_keys": ["etc/ssh/ssh_host_rsa_key"],
     "machine_id": ["etc/machine-id", "var/lib/dbus/machine-id"],
     "snakeoil": ["etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem"],
     "random_seed": ["var/lib/systemd/random-seed"],
+    "logs": ["var/log/dpkg.log"],
+    "tmp": ["tmp/from-the-bake"],
 }
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_a_rule_switched_off_changes_nothing(image: Path, rule: str) -> None:
+def test_a_rule_switched_off_changes_nothing(baked: tuple[Path, datetime], rule: str) -> None:
+    image, started = baked
     before = {path: (image / path).read_bytes() for path in TOUCHED[rule]}
-    outcomes = clean(image, **{rule: False})
+    outcomes = clean(image, started, **{rule: False})
     assert outcomes[rule] == HygieneOutcome(rule, "switched off", switched_off=True)
     for path, content in before.items():
         assert not (image / path).is_symlink() and (image / path).read_bytes() == content
