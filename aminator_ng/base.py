@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 from aminator_ng import __version__
+from aminator_ng.bakerecords import BakeRecord
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import EngineSettings
 from aminator_ng.diskimage import build_disk_image, check_disk_size, required_tools
@@ -18,6 +19,7 @@ from aminator_ng.host import require_root
 from aminator_ng.model import Image
 from aminator_ng.namespace import bake_namespace
 from aminator_ng.plugin_manager import Hooks
+from aminator_ng.recovery import bake_records
 from aminator_ng.run import require_tools
 
 log = logging.getLogger(__name__)
@@ -25,9 +27,11 @@ log = logging.getLogger(__name__)
 BASE_TOOLS = ("mmdebstrap", "nsenter")
 
 
-def _scratch_dir(settings: EngineSettings, stack: ExitStack) -> Path:
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="base-", dir=settings.work_dir))
+def _scratch_dir(settings: EngineSettings, record_id: str, stack: ExitStack) -> Path:
+    """The work directory of this base create, named by its record: what ``aminate cleanup``
+    removes when the command died."""
+    scratch = settings.work_dir / record_id
+    scratch.mkdir(parents=True, mode=0o700)
     stack.callback(shutil.rmtree, scratch, ignore_errors=True)
     return scratch
 
@@ -54,9 +58,14 @@ def create_base(
     cloud.check_name_available(name)
     # The bootstrap's mounts and processes live in namespaces of their own (hostname localhost)
     # and die with the engine.
+    record_id = f"base-{secrets.token_hex(8)}"
     with ExitStack() as stack:
+        # Recorded as a bake is: a killed base create's scratch space is cleanup's to remove.
+        stack.enter_context(
+            bake_records(settings).recorded(BakeRecord.of_this_process(record_id, cloud.name, None))
+        )
         stack.enter_context(bake_namespace(settings.work_dir))
-        scratch = _scratch_dir(settings, stack)
+        scratch = _scratch_dir(settings, record_id, stack)
         tree = scratch / "root"
         tree.mkdir()
         log.info("bootstrapping %s into %s", suite, tree)

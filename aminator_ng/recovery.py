@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -105,16 +106,10 @@ def _end_process(pid: int, work_dir: Path) -> None:
 
 
 def _remove_work_dir(work_dir: Path) -> None:
-    """Remove a bake's work directory: only empty directories (mount points) are expected in
-    it, and nothing else is removed."""
-    for directory in sorted(
-        (p for p in work_dir.rglob("*") if p.is_dir() and not p.is_symlink()),
-        key=lambda p: len(p.parts),
-        reverse=True,
-    ):
-        with contextlib.suppress(OSError):
-            directory.rmdir()
-    work_dir.rmdir()
+    """Remove a dead bake's work directory: mount points, or a base create's scratch space
+    (its bootstrapped tree and disk). Its processes and mounts were released before; no
+    symlink in it is followed."""
+    shutil.rmtree(work_dir)
 
 
 def release_engine_leftover(settings: EngineSettings, bake_id: str, leftover: Leftover) -> None:

@@ -118,3 +118,26 @@ def test_cleanup_never_touches_a_running_bake(workspace: Workspace, debs: dict[s
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     assert process.returncode == 143
+
+
+def test_a_killed_base_create_leaves_only_what_cleanup_removes(tmp_path: Path) -> None:
+    space = Workspace(tmp_path)
+    process = space.start("base", "create", "killed-base", "--suite", "bookworm")
+    try:
+        # Killed while mmdebstrap fills the tree.
+        wait_until(
+            lambda: any((space.home / "work").glob("base-*/root/*")), process, "a bootstrap"
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    [record] = list((space.home / "bakes").glob("base-*.json"))
+    assert (space.home / "work" / record.stem / "root").is_dir()
+
+    cleaned = space.aminate("cleanup", "--output", "json")
+    assert cleaned.returncode == 0, cleaned.stderr
+    [released] = cleaned.json()["bakes"]
+    assert released["bake_id"] == record.stem and released["released"]
+    assert [leftover["kind"] for leftover in released["leftovers"]] == ["work directory"]
+    space.assert_nothing_left()
+    assert space.images() == []
