@@ -81,6 +81,8 @@ class Pipeline(Generic[S]):
             if isinstance(item, Resource) and item.until is not None and item.until not in later:
                 raise ValueError(f"{item.name}: until names no later step: {item.until}")
         self.items = tuple(items)
+        #: Each resource's ``until``: the step it is released before.
+        self._until = {i.name: i.until for i in items if isinstance(i, Resource)}
 
     @property
     def step_names(self) -> list[str]:
@@ -108,7 +110,7 @@ class Pipeline(Generic[S]):
             keepable: list[tuple[Resource[S], ExitStack, Any]] = []
             try:
                 for item in self.items:
-                    for name in reversed([n for n in held if _until(self.items, n) == item.name]):
+                    for name in reversed([n for n in held if self._until[n] == item.name]):
                         held.pop(name).close()
                     if isinstance(item, Step):
                         with steps.step(item.name):
@@ -144,13 +146,6 @@ class Pipeline(Generic[S]):
             value = item.acquire(state)
             slot.callback(_released, steps, item.release, item.release_by, state, value)
         return value
-
-
-def _until(items: Sequence[Item[Any]], name: str) -> str | None:
-    for item in items:
-        if item.name == name and isinstance(item, Resource):
-            return item.until
-    return None
 
 
 def _released(

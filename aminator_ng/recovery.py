@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +146,7 @@ def clean_up(
             )
             continue
         try:
-            with records.claimed(record.bake_id) if not dry_run else _unclaimed(record):
+            with records.claimed(record.bake_id) if not dry_run else contextlib.nullcontext(record):
                 result.leftovers = _leftovers(cloud, settings, record.bake_id)
                 if dry_run:
                     continue
@@ -164,11 +163,6 @@ def clean_up(
         if not dry_run:
             partial.unlink(missing_ok=True)
     return results
-
-
-@contextlib.contextmanager
-def _unclaimed(record: BakeRecord) -> Iterator[BakeRecord]:
-    yield record
 
 
 def _leftovers(cloud: CloudBackend, settings: EngineSettings, bake_id: str) -> list[Leftover]:

@@ -457,12 +457,10 @@ class Ec2Cloud(CloudBackend):
 
     def _release_volume(self, volume_id: str) -> None:
         try:
-            self._detach_leftover(volume_id)
-            call(self.ec2.delete_volume, volume_id, VolumeId=volume_id)
+            self.delete_volume(Volume(volume_id, "", 0))
         except CloudError as error:
             if "InvalidVolume.NotFound" not in error.message:
                 raise
-        log.info("deleted volume %s", volume_id)
 
     def _release_snapshot(self, snapshot_id: str) -> None:
         try:
