@@ -26,6 +26,7 @@ from aminator_ng.chroot import (
 )
 from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
+from aminator_ng.durable import partial_path, write_whole
 from aminator_ng.errors import (
     AminatorError,
     BakeError,
@@ -52,6 +53,8 @@ from aminator_ng.model import (
     PackageInfo,
     PackageRequest,
     Repository,
+    SbomPackage,
+    ShippedFile,
     Snapshot,
     SourceLine,
     Volume,
@@ -59,7 +62,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.6"
+API_VERSION = "1.7"
 
 __all__ = [
     "API_VERSION",
@@ -94,7 +97,9 @@ __all__ = [
     "Provisioner",
     "Repository",
     "RequestError",
+    "SbomPackage",
     "Setting",
+    "ShippedFile",
     "Snapshot",
     "SourceLine",
     "Volume",
@@ -108,10 +113,12 @@ __all__ = [
     "hookimpl",
     "loop_device",
     "loop_devices_over",
+    "partial_path",
     "partition_nodes",
     "probe",
     "replaced_file",
     "resolve_in_root",
     "run",
     "staged_package_files",
+    "write_whole",
 ]

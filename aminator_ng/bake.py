@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,15 @@ from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings
 from aminator_ng.errors import BakeError, Interrupted, NotFoundError, RequestError
 from aminator_ng.host import ENGINE_TOOLS, BakeHost, LinuxHost, MountedRoot
+from aminator_ng.imagescan import (
+    SECRET_KINDS,
+    Finding,
+    HostTraces,
+    Scanner,
+    ScanReport,
+    judge,
+    scan_changed_files,
+)
 from aminator_ng.model import (
     BakeFacts,
     Distro,
@@ -50,6 +59,7 @@ from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
+from aminator_ng.sbom import Sbom, build_sbom
 from aminator_ng.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,25 @@ PACKAGE_NAME_HINT = (
 
 def new_bake_id() -> str:
     return secrets.token_hex(8)
+
+
+class SecretFoundError(BakeError):
+    """The secret scan found a secret, or a trace of the bake host, in what the bake changed."""
+
+    #: How many files the message names before it says how many more there are.
+    NAMED = 5
+
+    def __init__(self, failures: Sequence[Finding]) -> None:
+        named = "; ".join(f.describe() for f in failures[: self.NAMED])
+        more = len(failures) - self.NAMED
+        traces = any(f.kind.startswith("the bake host's") for f in failures)
+        super().__init__(
+            f"the image would hold a secret: {named}" + (f"; and {more} more" if more > 0 else ""),
+            hint="take it out of the package; if the file is meant to hold it, accept the file "
+            "with --scan-allow PATH (scan_allow in [bake])"
+            + (", or leave host traces unchecked with --no-scan-host-traces" if traces else ""),
+        )
+        self.failures = tuple(failures)
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,8 @@ class BakeResult:
     packages: tuple[PackageInfo, ...]
     manifest: tuple[ManifestEntry, ...]
     hygiene: tuple[HygieneOutcome, ...]
+    scan: ScanReport | None
+    sbom_path: str | None
     steps: list[Any]
     duration_s: float
     log_path: Path | None
@@ -107,10 +138,17 @@ class BakeResult:
             "packages": [p.as_dict() for p in self.packages],
             "manifest": [m.as_dict() for m in self.manifest],
             "hygiene": [h.as_dict() for h in self.hygiene],
+            "scan": self.scan.as_dict() if self.scan else None,
+            "sbom_path": self.sbom_path,
             "steps": [s.as_dict() for s in self.steps],
             "duration_s": round(self.duration_s, 3),
             "log_path": str(self.log_path) if self.log_path else None,
         }
+
+
+#: The engine's own hygiene outcome: the copies package scripts made of the host's files it
+#: placed in the image for the bake. It is no rule of a plugin, and no tag says it ran.
+HOST_FILE_COPIES = "host_file_copies"
 
 
 def hygiene_tag(outcomes: Sequence[HygieneOutcome]) -> dict[str, str]:
@@ -190,6 +228,8 @@ class Bake:
         self.packages: tuple[PackageInfo, ...] = ()
         self.manifest: tuple[ManifestEntry, ...] = ()
         self.hygiene: list[HygieneOutcome] = []
+        self.scan_report: ScanReport | None = None
+        self.sbom: Sbom | None = None
         self.facts: BakeFacts | None = None
         self.spec: ImageSpec | None = None
         self.snapshot: Snapshot | None = None
@@ -275,6 +315,8 @@ class Bake:
             packages=state.packages,
             manifest=state.manifest,
             hygiene=tuple(state.hygiene),
+            scan=state.scan_report,
+            sbom_path=self.cloud.sbom_location(state.image.image_id),
             steps=self.steps.timings,
             duration_s=time.monotonic() - began,
             log_path=self.log_path,
@@ -360,8 +402,86 @@ class Bake:
             self.started,
             self.provisioner.history_files(),
         )
+        # The engine's own part: what it put in the image for the bake must not stay in copies.
+        copies = self.host.undo_copies_of_placed_files(self.chroot, self.started.timestamp())
+        self.hygiene.append(HygieneOutcome(HOST_FILE_COPIES, copies))
         for outcome in self.hygiene:
             log.info("hygiene %s: %s", outcome.rule, outcome.done)
+
+    def scan(self) -> None:
+        """Fail the bake, naming each file and what it holds, when what the bake changed holds
+        a secret or a trace of the bake host; warn of what the scan accepts, and why."""
+        state = self
+        assert state.chroot and state.provisioner
+        traces = self.host.traces() if self.request.scan_host_traces else HostTraces()
+        # The image's own hostname is what package scripts saw: it is the image's, not the host's.
+        traces = HostTraces(
+            tuple(n for n in traces.hostnames if n != state.chroot.hostname),
+            traces.addresses,
+            traces.nameservers,
+        )
+        trace_kinds = traces.kinds()
+        scanned, found, too_large = scan_changed_files(
+            state.chroot.root,
+            self.started.timestamp(),
+            Scanner([*SECRET_KINDS, *trace_kinds]),
+            host_trace_kinds={kind.name for kind in trace_kinds},
+        )
+        placed = set(self.host.placed_files(state.chroot))
+        found = [f for f in found if f.path not in placed]
+        shipped = state.provisioner.shipped_files(state.chroot, sorted({f.path for f in found}))
+        asked = {r.name for r in state.requests}
+        owners = sorted({s.package for s in shipped.values()} - asked)
+        from_base = (
+            state.provisioner.from_base_repositories(state.chroot, owners) if owners else set()
+        )
+        kept_by_rules = {path: o.rule for o in self.hygiene for path in o.kept}
+        judged = judge(
+            found,
+            allowed=self.request.scan_allow,
+            kept_by_rules=kept_by_rules,
+            shipped=shipped,
+            from_base_repositories=from_base - asked,
+        )
+        with_findings = {f.path for f in judged}
+        judged += [
+            Finding(path, f"what the hygiene rule {rule} removes", "the rule is switched off")
+            for path, rule in kept_by_rules.items()
+            if path not in with_findings
+        ]
+        report = ScanReport(scanned, tuple(judged), tuple(too_large))
+        for warning in report.warnings:
+            log.warning("secret scan: %s", warning.describe())
+        for path in too_large:
+            log.warning("secret scan: %s is too large to read; not scanned", path)
+        log.info("secret scan: %d changed files read, %d findings", scanned, len(judged))
+        state.scan_report = report
+        if report.failures:
+            raise SecretFoundError(report.failures)
+
+    def describe_contents(self) -> None:
+        """The image's SBOM, its summary added to the image's tags."""
+        state = self
+        assert state.chroot and state.provisioner and state.distro and state.base and state.spec
+        packages = state.provisioner.sbom_packages(state.chroot, state.distro, state.manifest)
+        if len(packages) != len(state.manifest):
+            raise BakeError(
+                f"provisioner {state.provisioner.name} described {len(packages)} packages for "
+                f"the SBOM, not the manifest's {len(state.manifest)}"
+            )
+        sbom = build_sbom(
+            image_name=state.spec.name,
+            image_description=state.spec.description,
+            base=state.base,
+            packages=packages,
+            bake_id=self.bake_id,
+            engine_version=__version__,
+            created=self.started,
+        )
+        log.info("SBOM: %d components, sha256 %s", sbom.component_count, sbom.sha256)
+        state.sbom = sbom
+        # Last: no --tag may give the image another SBOM's digest.
+        state.spec = replace(state.spec, tags={**state.spec.tags, **sbom.tags()}, sbom=sbom.data)
 
     def name_image(self) -> None:
         state = self
@@ -387,7 +507,7 @@ class Bake:
         tags = {
             **self.hooks.image_tags(facts),
             **state.provisioner.image_tags(),
-            **hygiene_tag(self.hygiene),
+            **hygiene_tag([o for o in self.hygiene if o.rule != HOST_FILE_COPIES]),
             **self.request.tags,
         }
         description = self.hooks.image_description(facts) or f"{name}, from {state.base.name}"
@@ -459,7 +579,9 @@ BAKE_PIPELINE: Pipeline[Bake] = Pipeline(
         Step("install", Bake.install),
         Step("inspect", Bake.inspect),
         Step("hygiene", Bake.clean),
+        Step("scan", Bake.scan),
         Step("name", Bake.name_image),
+        Step("sbom", Bake.describe_contents),
         Resource(
             "snapshot",
             "delete_snapshot",

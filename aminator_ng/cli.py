@@ -57,6 +57,7 @@ from aminator_ng.output import (
 )
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.recovery import bake_records, clean_up
+from aminator_ng.sbom import Sbom
 from aminator_ng.shell import open_shell
 from aminator_ng.signals import interrupts_raised
 
@@ -268,6 +269,19 @@ def cli() -> None:
     multiple=True,
     help="A key file (OpenPGP, armored or binary) that signs the --repo source lines (repeatable).",
 )
+@click.option(
+    "--scan-allow",
+    "scan_allow",
+    metavar="PATH",
+    multiple=True,
+    help="An image path (or shell pattern) where the secret scan accepts a secret (repeatable).",
+)
+@click.option(
+    "--scan-host-traces/--no-scan-host-traces",
+    default=None,
+    help="Fail when changed files hold the bake host's hostname, addresses or nameservers "
+    "(on by default).",
+)
 @click.argument("packages", nargs=-1, metavar="PACKAGE...")
 @global_options
 @click.pass_context
@@ -282,6 +296,8 @@ def bake(
     preserve_on_error: bool,
     repos: tuple[str, ...],
     repo_keys: tuple[str, ...],
+    scan_allow: tuple[str, ...],
+    scan_host_traces: bool | None,
     packages: tuple[str, ...],
     **plugin_options: Any,
 ) -> None:
@@ -301,6 +317,8 @@ def bake(
         "preserve_on_error": True if preserve_on_error else None,
         "repo": list(repos) if repos else None,
         "repo_key": list(repo_keys) if repo_keys else None,
+        "scan_allow": list(scan_allow) if scan_allow else None,
+        "scan_host_traces": scan_host_traces,
     }
     app = App(
         ctx,
@@ -321,6 +339,8 @@ def bake(
         preserve_on_error=effective["preserve_on_error"],
         repositories=tuple(effective["repo"]),
         repository_keys=tuple(Path(key) for key in effective["repo_key"]),
+        scan_allow=tuple(effective["scan_allow"]),
+        scan_host_traces=effective["scan_host_traces"],
     )
     cloud = app.cloud
     bake_id = new_bake_id()
@@ -512,7 +532,7 @@ def base_import(ctx: click.Context, name: str, file: Path) -> None:
 @global_options
 @click.pass_context
 def images(ctx: click.Context) -> None:
-    """List images (the default), or show one."""
+    """List images (the default), show one, or print its SBOM."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(images_list)
 
@@ -532,21 +552,68 @@ def images_list(ctx: click.Context) -> None:
 @global_options
 @click.pass_context
 def images_show(ctx: click.Context, image_id: str) -> None:
-    """Show one image: attributes, tags, lineage, packages and size on disk."""
+    """Show one image: attributes, tags, lineage, packages, SBOM and size on disk."""
     app = App(ctx)
     cloud = app.cloud
     image = cloud.get_image(image_id)
     manifest = cloud.image_manifest(image_id)
     ancestors = lineage(cloud, image)
     disk_usage = cloud.disk_usage(image)
+    sbom_path = cloud.sbom_location(image_id)
+    sbom = stored_sbom(cloud, image) if sbom_path else None
     data = {
         **image.as_dict(),
         "lineage": ancestors,
         "disk_usage_bytes": disk_usage,
         "package_count": len(manifest),
         "manifest": [m.as_dict() for m in manifest],
+        "sbom_path": sbom_path,
+        "sbom_components": sbom.component_count if sbom else None,
+        "sbom_sha256": sbom.sha256 if sbom else None,
     }
-    app.emit(data, image_text(image, manifest, ancestors, disk_usage))
+    text = image_text(image, manifest, ancestors, disk_usage)
+    app.emit(data, f"{text}\n{sbom_text(sbom_path, sbom)}")
+
+
+def stored_sbom(cloud: CloudBackend, image: Image) -> Sbom | None:
+    """The summary of the SBOM stored with the image; None (and a warning) when it is unreadable."""
+    data = cloud.image_sbom(image.image_id)
+    if data is None:
+        return None
+    try:
+        return Sbom.from_data(data)
+    except ValueError as exc:
+        log.warning("the SBOM of image %s is not CycloneDX JSON: %s", image.image_id, exc)
+        return None
+
+
+def sbom_text(path: str | None, sbom: Sbom | None) -> str:
+    if path is None:
+        return "sbom: none"
+    if sbom is None:
+        return f"sbom: {path} (unreadable)"
+    plural = "" if sbom.component_count == 1 else "s"
+    return f"sbom: {path} ({sbom.component_count} component{plural}, sha256 {sbom.sha256})"
+
+
+@images.command("sbom", context_settings={"help_option_names": ["--help"]})
+@click.argument("image_id", metavar="ID")
+@global_options
+@click.pass_context
+def images_sbom(ctx: click.Context, image_id: str) -> None:
+    """Print image ID's CycloneDX SBOM (JSON) exactly as it was stored with the image."""
+    app = App(ctx)
+    cloud = app.cloud
+    image = cloud.get_image(image_id)
+    data = cloud.image_sbom(image_id)
+    if data is None:
+        raise NotFoundError(
+            f"image {image_id} ({image.name}) has no SBOM",
+            hint="imported base images have none; a baked one's is kept where it was baked",
+        )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:

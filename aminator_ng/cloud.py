@@ -114,7 +114,8 @@ class CloudBackend(abc.ABC):
     def registered(
         self, snapshot: Snapshot, spec: ImageSpec, bake_id: str
     ) -> AbstractContextManager[Image]:
-        """The snapshot registered as an image. Deregistered if the context ends with an error.
+        """The snapshot registered as an image, with ``spec.manifest`` and ``spec.sbom`` stored
+        beside it. Deregistered (and what was stored removed) if the context ends with an error.
 
         Raises ConflictError when the name is taken.
         """
@@ -130,6 +131,14 @@ class CloudBackend(abc.ABC):
     def image_manifest(self, image_id: str) -> list[ManifestEntry]:
         """The installed-package manifest stored with a baked image ([] if none was stored)."""
         return []
+
+    def image_sbom(self, image_id: str) -> bytes | None:
+        """The SBOM stored with a baked image (``ImageSpec.sbom``), None if none was stored."""
+        return None
+
+    def sbom_location(self, image_id: str) -> str | None:
+        """Where the image's SBOM is kept, for people (a path, an ``s3://`` URL); None if none."""
+        return None
 
     def import_image(
         self, name: str, raw_disk: Path, description: str, tags: Mapping[str, str]

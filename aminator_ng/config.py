@@ -164,6 +164,18 @@ BAKE_SETTINGS = (
         "repositories for the bake: apt one-line sources or directories of packages (--repo)",
     ),
     Setting("repo_key", list, (), "key files that sign the --repo source lines (--repo-key)"),
+    Setting(
+        "scan_allow",
+        list,
+        (),
+        "image paths (or shell patterns) the secret scan accepts secrets in (--scan-allow)",
+    ),
+    Setting(
+        "scan_host_traces",
+        bool,
+        True,
+        "fail a bake whose changed files hold the bake host's hostname, addresses or nameservers",
+    ),
 )
 #: The command-line option of each ``[bake]`` setting, where it is not ``--name-with-hyphens``.
 BAKE_OPTIONS = {"base_ami": "-b/-B", "tags": "--tag"}
@@ -604,3 +616,7 @@ class BakeRequest:
     repositories: tuple[str, ...] = ()
     #: ``--repo-key`` files, which sign the source lines of ``repositories``.
     repository_keys: tuple[Path, ...] = ()
+    #: Image paths or shell patterns where the secret scan's findings are warnings.
+    scan_allow: tuple[str, ...] = ()
+    #: Whether the scan looks for the bake host's hostname, addresses and nameservers.
+    scan_host_traces: bool = True

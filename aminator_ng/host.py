@@ -9,8 +9,12 @@ preserve-on-error are proven without root.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
+import re
+import socket
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
@@ -26,6 +30,7 @@ from aminator_ng.chroot import (
     replaced_file,
 )
 from aminator_ng.errors import HostError
+from aminator_ng.imagescan import HostTraces, changed_files
 from aminator_ng.mount import mounted
 from aminator_ng.namespace import BakeNamespace, bake_namespace
 from aminator_ng.run import require_tools, run
@@ -34,6 +39,7 @@ from aminator_ng.signals import deferred
 log = logging.getLogger(__name__)
 
 #: Host tools the engine's own Linux layer runs in every bake.
+RESOLV_CONF = "/etc/resolv.conf"
 ENGINE_TOOLS = ("blkid", "findmnt", "fstrim", "mount", "nsenter", "partx", "sync", "umount")
 
 
@@ -68,6 +74,17 @@ class BakeHost(Protocol):
         """A chroot on the mounted root: API filesystems, the host's resolver, the image's own
         hostname; undone when the context ends."""
 
+    def traces(self) -> HostTraces:
+        """The host's hostname, addresses and nameservers, which the image must not hold."""
+
+    def placed_files(self, chroot: Chroot) -> list[str]:
+        """The files the chroot holds of the host's for the bake only, restored when it ends
+        (the host's resolv.conf): the secret scan leaves them out."""
+
+    def undo_copies_of_placed_files(self, chroot: Chroot, since: float) -> str:
+        """Give the copies package scripts made of those files (systemd-resolved's backup of
+        resolv.conf, say) what the base had in their place, and say what was done."""
+
 
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
@@ -79,6 +96,9 @@ class LinuxHost:
 
     def __init__(self) -> None:
         self._namespace: BakeNamespace | None = None
+        #: The base's own resolv.conf (None when it had none, or a link), for copies of the
+        #: host's that package scripts make.
+        self._base_resolv_conf: bytes | None = None
 
     def require(self, action: str, tools: Sequence[str]) -> None:
         require_root(action)
@@ -136,12 +156,89 @@ class LinuxHost:
         chroot = replace(chroot, hostname=image_hostname(chroot))
         with ExitStack() as stack:
             stack.enter_context(api_filesystems(chroot))
+            base = chroot.lstat(RESOLV_CONF)
+            if base is not None and stat.S_ISREG(base.st_mode):
+                self._base_resolv_conf = chroot.read_bytes(RESOLV_CONF)
             # A package that makes resolv.conf its own (systemd-resolved, resolvconf: a link to
             # its stub) keeps what it made; otherwise the base's file comes back as it was.
             stack.enter_context(
-                replaced_file(chroot, "/etc/resolv.conf", host_resolv_conf(), keep_if_replaced=True)
+                replaced_file(chroot, RESOLV_CONF, host_resolv_conf(), keep_if_replaced=True)
             )
             yield chroot
+
+    def traces(self) -> HostTraces:
+        return host_traces()
+
+    def placed_files(self, chroot: Chroot) -> list[str]:
+        # Still the engine's copy: a package that made resolv.conf its own replaced it.
+        info = chroot.lstat(RESOLV_CONF)
+        if info is None or not stat.S_ISREG(info.st_mode):
+            return []
+        return [RESOLV_CONF] if chroot.read_bytes(RESOLV_CONF) == host_resolv_conf() else []
+
+    def undo_copies_of_placed_files(self, chroot: Chroot, since: float) -> str:
+        host = host_resolv_conf()
+        if not host:
+            return "the host has no resolv.conf: nothing of it to copy"
+        copies: list[str] = []
+        for path, fd, _ in changed_files(chroot.root, since, lambda i: i.st_size == len(host)):
+            with os.fdopen(fd, "rb") as file:
+                if path == RESOLV_CONF or file.read() != host:
+                    continue
+            copies.append(path)
+            if self._base_resolv_conf is None:
+                chroot.remove(path)
+            else:
+                chroot.write_file(path, self._base_resolv_conf, mode=0o644)
+        if not copies:
+            return "no copy of the host's resolv.conf"
+        done = "removed" if self._base_resolv_conf is None else "gave the base's resolv.conf to"
+        return f"{done} {', '.join(copies)} (a package's copy of the host's)"
+
+
+def _is_own(address: str) -> bool:
+    """Whether an address is this host's own: not loopback, link-local or unspecified, which
+    every machine shares."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return not (parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
+
+
+def _local_ipv4_addresses() -> list[str]:
+    # The kernel's routing trie marks each local address with "/32 host LOCAL".
+    try:
+        text = Path("/proc/net/fib_trie").read_text()
+    except OSError:
+        return []
+    return re.findall(r"\|-- ([0-9.]+)\n\s+/32 host LOCAL", text)
+
+
+def _local_ipv6_addresses() -> list[str]:
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return []
+    return [str(ipaddress.IPv6Address(bytes.fromhex(line.split()[0]))) for line in lines if line]
+
+
+def _is_distinctive(hostname: str) -> bool:
+    """Whether a hostname tells this host apart where it is found: a short plain word ("vm",
+    "debian") is in too many files to be looked for."""
+    return len(hostname) >= 8 or any(c.isdigit() or c == "-" for c in hostname)
+
+
+def host_traces() -> HostTraces:
+    hostname = socket.gethostname()
+    names = dict.fromkeys(n for n in (hostname, hostname.split(".")[0]) if _is_distinctive(n))
+    addresses = dict.fromkeys(_local_ipv4_addresses() + _local_ipv6_addresses())
+    nameservers = re.findall(rb"^\s*nameserver\s+(\S+)", host_resolv_conf(), flags=re.MULTILINE)
+    return HostTraces(
+        hostnames=tuple(name for name in names if not name.startswith("localhost")),
+        addresses=tuple(a for a in addresses if _is_own(a)),
+        nameservers=tuple(dict.fromkeys(n.decode() for n in nameservers if _is_own(n.decode()))),
+    )
 
 
 def remove_empty_dirs(path: Path, stop: Path) -> None:

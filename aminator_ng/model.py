@@ -59,6 +59,32 @@ class ManifestEntry:
 
 
 @dataclass(frozen=True)
+class SbomPackage:
+    """One installed package as the image's SBOM describes it (``Provisioner.sbom_packages``)."""
+
+    name: str
+    version: str
+    arch: str
+    #: Its package URL: ``pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12``, say.
+    purl: str
+    #: Licences as the package declares them machine-readably: SPDX ids or expressions where
+    #: it uses them, else the names it gives; empty when it declares none.
+    licenses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    """A file as the package database records it: the package that owns it and the digest the
+    package shipped (``Provisioner.shipped_files``)."""
+
+    path: str
+    package: str
+    #: A hashlib name: "md5", "sha256".
+    algorithm: str
+    digest: str
+
+
+@dataclass(frozen=True)
 class HygieneOutcome:
     """What one image-hygiene rule did in a bake (``aminator_clean_image``)."""
 
@@ -66,9 +92,17 @@ class HygieneOutcome:
     done: str
     #: The operator switched the rule off.
     switched_off: bool = False
+    #: For a rule switched off: the image paths it would have removed or emptied, which the
+    #: secret scan reports as warnings.
+    kept: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, str | bool]:
-        return {"rule": self.rule, "done": self.done, "switched_off": self.switched_off}
+    def as_dict(self) -> dict[str, str | bool | list[str]]:
+        return {
+            "rule": self.rule,
+            "done": self.done,
+            "switched_off": self.switched_off,
+            "kept": list(self.kept),
+        }
 
 
 @dataclass(frozen=True)
@@ -270,6 +304,8 @@ class ImageSpec:
     tags: Mapping[str, str]
     manifest: tuple[ManifestEntry, ...]
     base: Image
+    #: The image's CycloneDX SBOM (JSON), stored with the image; None for an imported one.
+    sbom: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,20 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import ClassVar
+from urllib.parse import quote
 
 from aminator_ng.chroot import Chroot, check_unchanged, created_directories
 from aminator_ng.errors import RequestError
 from aminator_ng.imagefs import Identity
-from aminator_ng.model import ManifestEntry, PackageInfo, PackageRequest, Repository
+from aminator_ng.model import (
+    Distro,
+    ManifestEntry,
+    PackageInfo,
+    PackageRequest,
+    Repository,
+    SbomPackage,
+    ShippedFile,
+)
 
 
 class Provisioner(abc.ABC):
@@ -76,6 +85,32 @@ class Provisioner(abc.ABC):
     @abc.abstractmethod
     def manifest(self, chroot: Chroot) -> list[ManifestEntry]:
         """Every package installed in the image."""
+
+    def sbom_packages(
+        self, chroot: Chroot, distro: Distro, manifest: Sequence[ManifestEntry]
+    ) -> list[SbomPackage]:
+        """One SBOM component per manifest row, in the manifest's order: its package URL and
+        the licences it declares. The default gives ``pkg:generic`` URLs and no licences."""
+        return [
+            SbomPackage(
+                entry.name,
+                entry.version,
+                entry.arch,
+                f"pkg:generic/{quote(entry.name)}@{quote(entry.version)}?arch={quote(entry.arch)}",
+            )
+            for entry in manifest
+        ]
+
+    def shipped_files(self, chroot: Chroot, paths: Sequence[str]) -> dict[str, ShippedFile]:
+        """Of these image paths, those an installed package owns, with the digest it shipped.
+        The secret scan asks for the files it found something in. The default knows none."""
+        return {}
+
+    def from_base_repositories(self, chroot: Chroot, packages: Sequence[str]) -> set[str]:
+        """Of these installed packages, those the image's own repositories gave (not a package
+        file, not a ``--repo`` of the bake). The default claims none, so that every finding of
+        the secret scan counts."""
+        return set()
 
 
 #: Where package files are copied inside the image for the install, then removed: on the bake's

@@ -1,5 +1,6 @@
 """A small evaluator of IAM identity policies, enough to judge docs/ec2-iam-policy.json against
-the EC2 and SSM calls recorded by tests/ec2moto.py (moto does not evaluate IAM).
+the EC2 and SSM calls recorded by tests/ec2moto.py (moto does not evaluate IAM), and the S3
+object calls that store SBOMs.
 
 Each call becomes the authorizations EC2 asks of IAM for it: one per resource the call touches,
 with the request's condition keys (``aws:RequestTag/KEY`` and ``aws:TagKeys`` of the tags it
@@ -9,7 +10,8 @@ resource, with ``ec2:CreateAction`` naming the call. A call is allowed when each
 authorizations matches an Allow statement (action, resource pattern and every condition) and no
 Deny. Which resources an action is authorized on follows the EC2 Service Authorization Reference;
 an action not modelled here, or a policy element or condition operator not understood, is an
-error, so nothing passes unjudged.
+error, so nothing passes unjudged. The policy's ``SBOM_BUCKET`` stands for the operator's bucket,
+which here is the tests' own, ``TEST_SBOM_BUCKET``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any
 from tests.ec2moto import REGION, Call
 
 ACCOUNT = "123456789012"  # moto's account for any unknown access key
+#: What the documented policy's placeholders stand for in the tests.
+TEST_SBOM_BUCKET = "aminator-ng-test-sboms"
+PLACEHOLDERS = {"SBOM_BUCKET": TEST_SBOM_BUCKET}
 #: Condition keys to their values: every key is multivalued here, most hold one value.
 Context = Mapping[str, tuple[str, ...]]
 
@@ -154,7 +159,10 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path) -> Policy:
-        document = json.loads(path.read_text())
+        text = path.read_text()
+        for placeholder, value in PLACEHOLDERS.items():
+            text = text.replace(placeholder, value)
+        document = json.loads(text)
         return cls(tuple(Statement.parse(raw) for raw in document["Statement"]))
 
     def allows(self, authorization: Authorization) -> bool:
@@ -193,6 +201,8 @@ _ACTS_ON = {
     "DeleteSnapshot": "SnapshotId",
     "DeregisterImage": "ImageId",
 }
+#: The S3 calls on one object (its bucket and key in ``Bucket`` and ``Key``).
+_S3_OBJECT_ACTIONS = {"PutObject", "DeleteObject"}
 _READ_ONLY = {
     "DescribeImageAttribute",
     "DescribeImages",
@@ -289,6 +299,8 @@ class Evaluator:
         if call.service == "ssm" and call.action == "GetParameter":
             name = str(params["Name"]).lstrip("/")
             return [Authorization(action, f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{name}", {})]
+        if call.service == "s3" and call.action in _S3_OBJECT_ACTIONS:
+            return [Authorization(action, f"arn:aws:s3:::{params['Bucket']}/{params['Key']}", {})]
         if call.service != "ec2":
             raise NotModelled(action)
         if call.action in _READ_ONLY:

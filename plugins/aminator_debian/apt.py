@@ -10,19 +10,29 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 
+from aminator_debian import sbom
 from aminator_debian.repository import has_added_repositories, update_failure, written_sources
+from aminator_debian.shipped import (
+    added_source_uris,
+    from_base_repositories,
+    installed_names,
+    shipped_files,
+)
 from aminator_debian.version import package_info
 from aminator_ng.api import (
     BakeError,
     Chroot,
     CommandError,
     Completed,
+    Distro,
     ManifestEntry,
     PackageInfo,
     PackageRequest,
     Provisioner,
     Repository,
     RequestError,
+    SbomPackage,
+    ShippedFile,
     check_unchanged,
     staged_package_files,
 )
@@ -160,6 +170,8 @@ class AptProvisioner(Provisioner):
 
     def __init__(self, *, install_recommends: bool = True) -> None:
         self.install_recommends = install_recommends
+        #: Of the packages the install brought in, those the image's own repositories gave.
+        self._from_base: set[str] = set()
 
     def required_tools(self) -> list[str]:
         return ["dpkg-deb"]
@@ -180,7 +192,7 @@ class AptProvisioner(Provisioner):
             with staged_package_files(chroot, packages) as files:
                 targets = files + [p.spec for p in packages if not p.is_file]
                 try:
-                    apt.run(
+                    simulated = apt.run(
                         ["apt-get", "install", "--simulate", *options, *targets],
                         what="resolve packages",
                     )
@@ -189,6 +201,13 @@ class AptProvisioner(Provisioner):
                 result = apt.run(["apt-get", "install", *options, *targets], check=False)
                 if result.returncode != 0:
                     raise _install_failure(result, names)
+                # While the package lists are there: which repository gave each package.
+                brought_in = installed_names(simulated.stdout)
+                if brought_in:
+                    policy = apt.run(
+                        ["apt-cache", "policy", *brought_in], what="read the packages' origins"
+                    )
+                    self._from_base = from_base_repositories(policy.stdout, added_source_uris(apt))
 
     @contextlib.contextmanager
     def added_repositories(
@@ -224,6 +243,12 @@ class AptProvisioner(Provisioner):
                 raise
             raise failure from exc
 
+    def shipped_files(self, chroot: Chroot, paths: Sequence[str]) -> dict[str, ShippedFile]:
+        return shipped_files(chroot, paths)
+
+    def from_base_repositories(self, chroot: Chroot, packages: Sequence[str]) -> set[str]:
+        return self._from_base.intersection(packages)
+
     def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:
         result = chroot.run(
             ["dpkg-query", "-W", "-f", "${Package}\\t${Version}\\t${Architecture}\\n", *names],
@@ -248,3 +273,10 @@ class AptProvisioner(Provisioner):
                 ManifestEntry(name, version, arch, source or name, source_version or version)
             )
         return sorted(entries, key=lambda e: e.name)
+
+    def sbom_packages(
+        self, chroot: Chroot, distro: Distro, manifest: Sequence[ManifestEntry]
+    ) -> list[SbomPackage]:
+        """Debian package URLs, and the licences of the packages' machine-readable copyright
+        files."""
+        return sbom.sbom_packages(chroot, distro, manifest)

@@ -38,6 +38,7 @@ from aminator_ec2.images import (
     resolve_base_image,
 )
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
+from aminator_ec2.sbom import SbomRecords
 from aminator_ec2.waiting import poll_until
 from aminator_ng.api import (
     CloudBackend,
@@ -97,6 +98,11 @@ class Ec2Cloud(CloudBackend):
         self.sysfs_root = Path(own.get("sysfs_root") or "/sys")
         self.lock_dir = Path(own.get("lock_dir") or "/run/lock")
         self.overrides = RegistrationOverrides.from_settings(own)
+        self.sboms = SbomRecords(
+            settings.home / "ec2" / "sboms",
+            bucket=str(own.get("sbom_bucket") or ""),
+            prefix=str(own.get("sbom_prefix", "sboms/")),
+        )
         self._bases: dict[str, BaseImage] = {}
 
     # Who and where we are, asked only when needed: listing images needs no instance.
@@ -384,11 +390,22 @@ class Ec2Cloud(CloudBackend):
             raise
         log.info("registered %s as %s", image_id, spec.name)
         try:
-            yield self.get_image(image_id)
+            with contextlib.ExitStack() as stack:
+                if spec.sbom is not None:
+                    stack.enter_context(
+                        self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
+                    )
+                yield self.get_image(image_id)
         except BaseException:
             call(self.ec2.deregister_image, image_id, ImageId=image_id)
             log.info("deregistered %s", image_id)
             raise
+
+    def image_sbom(self, image_id: str) -> bytes | None:
+        return self.sboms.read(self.clients.region, image_id)
+
+    def sbom_location(self, image_id: str) -> str | None:
+        return self.sboms.location(self.clients.region, image_id)
 
     def _deregister_images_of(self, bake_id: str) -> None:
         with contextlib.suppress(*AWS_ERRORS):

@@ -71,6 +71,8 @@ class Ec2Clients:
     ec2: Any
     ssm: Any
     region: str
+    #: For the SBOMs put in ``sbom_bucket``.
+    s3: Any = None
 
 
 def ec2_clients(
@@ -96,8 +98,9 @@ def ec2_clients(
             config = botocore.config.Config(retries={"mode": retry_mode})
         ec2 = session.client("ec2", region_name=region, config=config)
         ssm = session.client("ssm", region_name=region, config=config)
-        log_calls(ec2)
-        log_calls(ssm)
+        s3 = session.client("s3", region_name=region, config=config)
+        for client in (ec2, ssm, s3):
+            log_calls(client)
     except botocore.exceptions.ProfileNotFound as error:
         raise ConfigError(str(error), hint="check AWS_PROFILE and ~/.aws/config") from error
     except botocore.exceptions.NoRegionError as error:
@@ -107,7 +110,7 @@ def ec2_clients(
         ) from error
     except (ValueError, botocore.exceptions.BotoCoreError) as error:
         raise ConfigError(f"AWS client configuration: {error}") from error
-    return Ec2Clients(ec2, ssm, str(ec2.meta.region_name))
+    return Ec2Clients(ec2, ssm, str(ec2.meta.region_name), s3)
 
 
 def configured_region(session: Any = None) -> str | None:

@@ -92,6 +92,13 @@ def aminator_settings() -> Sequence[Setting]:
             flag=True,
             choices=("v2.0",),
         ),
+        Setting(
+            "sbom_bucket",
+            str,
+            "",
+            "an S3 bucket that receives each baked AMI's SBOM too (none: kept on this host only)",
+        ),
+        Setting("sbom_prefix", str, "sboms/", "the key prefix of the SBOMs in sbom_bucket"),
         Setting("device_root", Path, Path("/dev"), "where block devices appear"),
         Setting("sysfs_root", Path, Path("/sys"), "where sysfs is mounted"),
         Setting("lock_dir", Path, Path("/run/lock"), "where attachment points are locked"),

@@ -110,35 +110,48 @@ def aminator_clean_image(
     own = settings.plugin(PLUGIN_NAME)
     since = started.timestamp()
     kept = tuple(package_history) if own.get("keep_package_history", False) else ()
-    rules: tuple[tuple[str, Callable[[], str]], ...] = (
-        ("ssh_host_keys", lambda: reset_ssh_host_keys(chroot)),
-        ("machine_id", lambda: reset_machine_id(chroot)),
-        ("snakeoil", lambda: reset_snakeoil(chroot)),
-        ("random_seed", lambda: remove_random_seed(chroot)),
-        ("logs", lambda: empty_logs(chroot, since, kept)),
-        ("tmp", lambda: empty_tmp(chroot, since)),
+    # Each rule, and what it would remove or empty (kept, and reported, when it is off).
+    rules: tuple[tuple[str, Callable[[], str], Callable[[], list[str]]], ...] = (
+        ("ssh_host_keys", lambda: reset_ssh_host_keys(chroot), lambda: ssh_host_keys(chroot)),
+        ("machine_id", lambda: reset_machine_id(chroot), lambda: machine_ids(chroot)),
+        ("snakeoil", lambda: reset_snakeoil(chroot), lambda: snakeoil_files(chroot)),
+        ("random_seed", lambda: remove_random_seed(chroot), lambda: random_seeds(chroot)),
+        (
+            "logs",
+            lambda: empty_logs(chroot, since, kept),
+            lambda: logs_written(chroot, since, kept),
+        ),
+        ("tmp", lambda: empty_tmp(chroot, since), lambda: tmp_entries_added(chroot, since)),
     )
     outcomes: list[HygieneOutcome] = []
-    for name, rule in rules:
+    for name, rule, would_change in rules:
         if own.get(name, True):
             outcomes.append(HygieneOutcome(name, rule()))
         else:
-            outcomes.append(HygieneOutcome(name, "switched off", switched_off=True))
+            outcomes.append(
+                HygieneOutcome(name, "switched off", switched_off=True, kept=tuple(would_change()))
+            )
     return outcomes
+
+
+def ssh_host_keys(chroot: Chroot) -> list[str]:
+    if not chroot.is_dir("/etc/ssh"):
+        return []
+    return sorted(
+        f"/etc/ssh/{name}"
+        for name in chroot.listdir("/etc/ssh")
+        if name.startswith("ssh_host_") and name.endswith(("_key", "_key.pub"))
+    )
 
 
 def reset_ssh_host_keys(chroot: Chroot) -> str:
     if not chroot.is_dir("/etc/ssh"):
         return "no /etc/ssh: nothing to do"
-    keys = sorted(
-        name
-        for name in chroot.listdir("/etc/ssh")
-        if name.startswith("ssh_host_") and name.endswith(("_key", "_key.pub"))
-    )
+    keys = ssh_host_keys(chroot)
     if not keys:
         return "no SSH host key"
-    for name in keys:
-        chroot.remove(f"/etc/ssh/{name}")
+    for path in keys:
+        chroot.remove(path)
     removed = f"removed {len(keys)} SSH host key files"
     own = next((path for path in OWN_KEY_MAKERS if chroot.exists(path)), None)
     if own is not None:
@@ -174,8 +187,12 @@ def install_first_boot_unit(
     chroot.symlink(link, str(units / name))
 
 
+def snakeoil_files(chroot: Chroot) -> list[str]:
+    return [path for path in (SNAKEOIL_KEY, SNAKEOIL_CERT) if chroot.lstat(path) is not None]
+
+
 def reset_snakeoil(chroot: Chroot) -> str:
-    made = [path for path in (SNAKEOIL_KEY, SNAKEOIL_CERT) if chroot.lstat(path) is not None]
+    made = snakeoil_files(chroot)
     if not made:
         return "no snakeoil certificate"
     for path in made:
@@ -195,11 +212,25 @@ def reset_snakeoil(chroot: Chroot) -> str:
     return f"{removed}; {SNAKEOIL_UNIT} makes them at first boot"
 
 
+def random_seeds(chroot: Chroot) -> list[str]:
+    return [path for path in RANDOM_SEEDS if chroot.lstat(path) is not None]
+
+
 def remove_random_seed(chroot: Chroot) -> str:
-    seeds = [path for path in RANDOM_SEEDS if chroot.lstat(path) is not None]
+    seeds = random_seeds(chroot)
     for path in seeds:
         chroot.remove(path)
     return f"removed {', '.join(seeds)}" if seeds else "no random seed"
+
+
+def machine_ids(chroot: Chroot) -> list[str]:
+    found = []
+    if chroot.is_file(MACHINE_ID) and chroot.read_bytes(MACHINE_ID).strip():
+        found.append(MACHINE_ID)
+    dbus = chroot.lstat(DBUS_MACHINE_ID)
+    if dbus is not None and not stat.S_ISLNK(dbus.st_mode):
+        found.append(DBUS_MACHINE_ID)
+    return found
 
 
 def reset_machine_id(chroot: Chroot) -> str:
@@ -232,31 +263,43 @@ def _entries(chroot: Chroot, directory: str) -> list[str]:
     return found
 
 
-def empty_logs(chroot: Chroot, since: float, kept: Sequence[str]) -> str:
+def logs_written(chroot: Chroot, since: float, kept: Sequence[str]) -> list[str]:
+    """The non-empty logs under /var/log the bake wrote, but those ``kept``."""
     if not chroot.is_dir("/var/log"):
-        return "no /var/log"
-    emptied: list[str] = []
+        return []
+    written: list[str] = []
     for path in _entries(chroot, "/var/log"):
         info = chroot.lstat(path)
         if info is None or not stat.S_ISREG(info.st_mode) or path in kept:
             continue
-        if info.st_ctime < since or info.st_size == 0:
-            continue
+        if info.st_ctime >= since and info.st_size > 0:
+            written.append(path)
+    return written
+
+
+def empty_logs(chroot: Chroot, since: float, kept: Sequence[str]) -> str:
+    if not chroot.is_dir("/var/log"):
+        return "no /var/log"
+    emptied = logs_written(chroot, since, kept)
+    for path in emptied:
         if path.endswith((".gz", ".xz", ".bz2", ".zst")):
             chroot.remove(path)  # an empty file is no valid archive
-        else:
-            chroot.write_file(
-                path, b"", mode=stat.S_IMODE(info.st_mode), uid=info.st_uid, gid=info.st_gid
-            )
-        emptied.append(path)
+            continue
+        info = chroot.lstat(path)
+        assert info is not None
+        chroot.write_file(
+            path, b"", mode=stat.S_IMODE(info.st_mode), uid=info.st_uid, gid=info.st_gid
+        )
     kept_note = f"; kept {', '.join(p for p in kept if chroot.exists(p))}" if kept else ""
     return (
         f"emptied {len(emptied)} logs the bake wrote" if emptied else "no log written"
     ) + kept_note
 
 
-def empty_tmp(chroot: Chroot, since: float) -> str:
-    removed = 0
+def tmp_entries_added(chroot: Chroot, since: float) -> list[str]:
+    """What the bake added to /tmp and /var/tmp, deepest first; not a directory that holds
+    what the base had."""
+    added: list[str] = []
     for directory in ("/tmp", "/var/tmp"):
         if not chroot.is_dir(directory):
             continue
@@ -265,14 +308,23 @@ def empty_tmp(chroot: Chroot, since: float) -> str:
                 continue
             info = chroot.lstat(path)
             if info is not None and stat.S_ISDIR(info.st_mode):
-                if chroot.listdir(path):
+                inside = [f"{path}/{name}" for name in chroot.listdir(path)]
+                if any(entry not in added for entry in inside):
                     continue  # it holds what the base had
-                chroot.remove_directory(path)
-            else:
-                chroot.remove(path)
-            removed += 1
+            added.append(path)
+    return added
+
+
+def empty_tmp(chroot: Chroot, since: float) -> str:
+    added = tmp_entries_added(chroot, since)
+    for path in added:
+        info = chroot.lstat(path)
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            chroot.remove_directory(path)
+        else:
+            chroot.remove(path)
     return (
-        f"removed {removed} entries the bake added to /tmp and /var/tmp"
-        if removed
+        f"removed {len(added)} entries the bake added to /tmp and /var/tmp"
+        if added
         else "nothing added"
     )

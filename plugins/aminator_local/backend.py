@@ -99,6 +99,7 @@ class LocalCloud(CloudBackend):
                 tags=spec.tags,
                 manifest=spec.manifest,
                 base_image_id=spec.base.image_id,
+                sbom=spec.sbom,
             )
             yield self.store.image(image_id)
         except BaseException:
@@ -115,6 +116,13 @@ class LocalCloud(CloudBackend):
 
     def image_manifest(self, image_id: str) -> list[ManifestEntry]:
         return self.store.manifest(image_id)
+
+    def image_sbom(self, image_id: str) -> bytes | None:
+        return self.store.sbom(image_id)
+
+    def sbom_location(self, image_id: str) -> str | None:
+        path = self.store.sbom_path(image_id)
+        return str(path) if path.is_file() else None
 
     def import_image(
         self, name: str, raw_disk: Path, description: str, tags: Mapping[str, str]

@@ -1,16 +1,20 @@
 """``aminate store check`` and ``aminate store repair`` for the local store.
 
 The registry is the truth, and the files on disk its evidence: a snapshot file per snapshot row,
-a volume file per volume row, and a record file per image row (``images/<id>.json``) from which
-the image can be registered again. ``check`` lists every disagreement; ``repair`` settles each
-the way that loses nothing: an image whose record and snapshot file survive is registered again
-(a lost database is rebuilt that way); a row whose data is gone is removed; a snapshot file
-nothing names is kept and reported, for the operator to remove. What belongs to a bake with a
-record (running, dead or preserved) is left to that bake, or to ``aminate cleanup``.
+a volume file per volume row, a record file per image row (``images/<id>.json``) from which the
+image can be registered again, and an SBOM file (``images/<id>.sbom.json``) per image whose tags
+say it has one (an imported base has none). ``check`` lists every disagreement; ``repair``
+settles each the way that loses nothing: an image whose record and snapshot file survive is
+registered again (a lost database is rebuilt that way); a row whose data is gone is removed; a
+snapshot file nothing names is kept and reported, for the operator to remove; an SBOM file of no
+image is removed; an image's lost or changed SBOM is reported (it cannot be made again). What
+belongs to a bake with a record (running, dead or preserved) is left to that bake, or to
+``aminate cleanup``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -18,7 +22,11 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from aminator_local.store import ImageRecord, Store, StoreDamagedError, partial_path
+from aminator_local.store import SBOM_SUFFIX, ImageRecord, Store, StoreDamagedError
+from aminator_ng.api import partial_path
+
+#: The tag the engine gives an image baked with an SBOM: the SBOM's SHA-256.
+SBOM_DIGEST_TAG = "sbom_sha256"
 
 
 @dataclass(frozen=True)
@@ -48,10 +56,7 @@ def findings(store: Store, recorded_bakes: Collection[str]) -> list[Finding]:
     # Oldest first, so that images registered again keep their order.
     records: dict[str, tuple[Path, ImageRecord | None]] = dict(
         sorted(
-            (
-                (path.stem, (path, store.read_record(path)))
-                for path in store.record_dir.glob("img-*.json")
-            ),
+            ((path.stem, (path, store.read_record(path))) for path in store.record_files()),
             key=lambda item: item[1][1].created if item[1][1] else "",
         )
     )
@@ -97,6 +102,8 @@ def findings(store: Store, recorded_bakes: Collection[str]) -> list[Finding]:
                     path.unlink,
                 )
             )
+
+    found += _sbom_findings(store, images, records)
 
     in_use = {row["snapshot_id"] for row in images.values()}
     recorded_snapshots = {record.snapshot_id for _, record in records.values() if record}
@@ -145,6 +152,50 @@ def findings(store: Store, recorded_bakes: Collection[str]) -> list[Finding]:
                 found.append(
                     Finding(f"partial file {path} of a copy cut short", "delete it", path.unlink)
                 )
+    return found
+
+
+def _sbom_findings(
+    store: Store,
+    images: dict[str, sqlite3.Row],
+    records: dict[str, tuple[Path, ImageRecord | None]],
+) -> list[Finding]:
+    found: list[Finding] = []
+    with store.reading() as db:
+        digests = dict(
+            db.execute("SELECT image_id, value FROM tags WHERE key = ?", (SBOM_DIGEST_TAG,))
+        )
+    for image_id, digest in digests.items():
+        path = store.sbom_path(image_id)
+        name = images[image_id]["name"]
+        try:
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            found.append(
+                Finding(
+                    f"image {image_id} ({name}) has lost its SBOM file {path}", "keep the image"
+                )
+            )
+            continue
+        if actual != digest:
+            found.append(
+                Finding(
+                    f"the SBOM file {path} of image {image_id} ({name}) does not match its "
+                    f"{SBOM_DIGEST_TAG} tag",
+                    "keep it",
+                )
+            )
+    # A record kept, or registered again, keeps its image's SBOM; one removed for its lost
+    # snapshot does not.
+    kept = {
+        image_id
+        for image_id, (_, record) in records.items()
+        if record is None or store.snapshot_path(record.snapshot_id).is_file()
+    }
+    for path in store.sbom_files():
+        image_id = path.name.removesuffix(SBOM_SUFFIX)
+        if image_id not in images and image_id not in kept:
+            found.append(Finding(f"SBOM file {path} belongs to no image", "delete it", path.unlink))
     return found
 
 

@@ -6,6 +6,8 @@ Layout under the store's home::
     store.lock              serialises the first setup of the registry
     snapshots/<id>.raw      snapshot data (sparse; reflink clones where the filesystem can)
     volumes/<id>.raw        working volumes of running bakes
+    images/<id>.json        each image's record, from which ``store repair`` registers it again
+    images/<id>.sbom.json   a baked image's SBOM (CycloneDX JSON), as the bake made it
 
 A snapshot row is written only after its file is complete and synced, and an image row only
 refers to such a snapshot, so the registry never points at partial data. Writers take SQLite's
@@ -34,7 +36,9 @@ from aminator_ng.api import (
     Image,
     ManifestEntry,
     NotFoundError,
+    partial_path,
     run,
+    write_whole,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 SQLITE_HEADER = b"SQLite format 3\x00"
 GIB = 1 << 30
+#: An image's SBOM file beside its record: ``images/<id>.sbom.json``.
+SBOM_SUFFIX = ".sbom.json"
 #: A rollback journal kept allocated between transactions: reading needs no new file, and a
 #: small write (``images rm``) reuses the journal's blocks, so a full filesystem can still list
 #: and remove images. (WAL mode needs new -wal and -shm files to read after the last close.)
@@ -118,13 +124,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
 
 
+def is_sbom_file(path: Path) -> bool:
+    return path.name.endswith(SBOM_SUFFIX)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def partial_path(destination: Path) -> Path:
-    """Where ``clone_file`` writes ``destination`` until it is complete."""
-    return destination.with_name(f".{destination.name}.partial")
 
 
 def clone_file(source: Path, destination: Path) -> None:
@@ -247,7 +252,7 @@ class Store:
             with self.database.open("rb") as file:
                 header = file.read(len(SQLITE_HEADER))
         except FileNotFoundError:
-            held = sorted(self.snapshot_dir.glob("*.raw")) + sorted(self.record_dir.glob("*.json"))
+            held = sorted(self.snapshot_dir.glob("*.raw")) + self.record_files()
             if held and not self._rebuilding:
                 raise StoreDamagedError(
                     f"the local store's database {self.database} is missing, but the store "
@@ -540,8 +545,10 @@ class Store:
         tags: Mapping[str, str],
         manifest: Sequence[ManifestEntry],
         base_image_id: str | None,
+        sbom: bytes | None = None,
     ) -> str:
-        """Register a complete snapshot as an image; its record file follows the row."""
+        """Register a complete snapshot as an image; its record file and its SBOM file follow
+        the row."""
         record = ImageRecord(
             image_id=new_id("img"),
             name=name,
@@ -564,6 +571,8 @@ class Store:
             raise
         try:
             self.write_record(record)
+            if sbom is not None:
+                self.write_sbom(record.image_id, sbom)
         except BaseException:
             self.deregister_image(record.image_id)
             raise
@@ -591,18 +600,39 @@ class Store:
     def record_path(self, image_id: str) -> Path:
         return self.record_dir / f"{image_id}.json"
 
+    def sbom_path(self, image_id: str) -> Path:
+        return self.record_dir / f"{image_id}{SBOM_SUFFIX}"
+
+    def record_files(self) -> list[Path]:
+        """The image record files, sorted (SBOM files share their directory)."""
+        return sorted(p for p in self.record_dir.glob("img-*.json") if not is_sbom_file(p))
+
+    def sbom_files(self) -> list[Path]:
+        return sorted(self.record_dir.glob(f"img-*{SBOM_SUFFIX}"))
+
+    def write_sbom(self, image_id: str, data: bytes) -> None:
+        """The image's SBOM file, readable by all as the image's data is, written whole (a
+        synced temporary file renamed)."""
+        path = self.sbom_path(image_id)
+        try:
+            write_whole(path, data)
+        except OSError as exc:
+            raise CloudError(
+                f"cannot write the SBOM of image {image_id} to {path}: {exc.strerror or exc}"
+            ) from exc
+
+    def sbom(self, image_id: str) -> bytes | None:
+        """The SBOM stored with an image, None when it has none (an imported base)."""
+        self.image(image_id)
+        try:
+            return self.sbom_path(image_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def write_record(self, record: ImageRecord) -> None:
         """The image's record file, written whole (a synced temporary file renamed)."""
-        path = self.record_path(record.image_id)
-        partial = partial_path(path)
-        try:
-            with partial.open("w") as file:
-                json.dump(asdict(record), file, indent=1)
-                file.flush()
-                os.fsync(file.fileno())
-            partial.rename(path)
-        finally:
-            partial.unlink(missing_ok=True)
+        text = json.dumps(asdict(record), indent=1)
+        write_whole(self.record_path(record.image_id), text.encode())
 
     def image_record(self, image_id: str) -> ImageRecord:
         """The record of a registered image, from its row."""
@@ -626,17 +656,23 @@ class Store:
             return None
 
     def deregister_image(self, image_id: str) -> None:
-        """Remove an image's record file, then its row (as ``remove_image``)."""
+        """Remove an image's record file, then its row, then its SBOM file (as
+        ``remove_image``)."""
         self.record_path(image_id).unlink(missing_ok=True)
         with self.transaction() as db:
             db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        self.sbom_path(image_id).unlink(missing_ok=True)
 
     def deregister_images_of(self, snapshot_id: str) -> None:
         """Deregister every image of a snapshot (a bake's own, none other uses it yet)."""
         with self.transaction() as db:
-            for row in db.execute("SELECT id FROM images WHERE snapshot_id = ?", (snapshot_id,)):
-                self.record_path(row["id"]).unlink(missing_ok=True)
+            rows = db.execute("SELECT id FROM images WHERE snapshot_id = ?", (snapshot_id,))
+            image_ids = [row["id"] for row in rows]
+            for image_id in image_ids:
+                self.record_path(image_id).unlink(missing_ok=True)
             db.execute("DELETE FROM images WHERE snapshot_id = ?", (snapshot_id,))
+        for image_id in image_ids:
+            self.sbom_path(image_id).unlink(missing_ok=True)
 
     def name_taken(self, name: str) -> bool:
         with self.reading() as db:
@@ -754,6 +790,9 @@ class Store:
                 ).fetchone()
                 if shared is None:
                     db.execute("DELETE FROM snapshots WHERE id = ?", (image.snapshot_id,))
+            # After the row: cut short before this, the SBOM file is an orphan that ``store
+            # repair`` removes, never an image's loss.
+            self.sbom_path(image_id).unlink(missing_ok=True)
             if shared is not None or not path.is_file():
                 return 0
             freed = self.disk_usage(image.snapshot_id)

@@ -16,15 +16,18 @@ from aminator_ng.api import (
     BakeError,
     Chroot,
     Completed,
+    Distro,
     ManifestEntry,
     PackageInfo,
     PackageRequest,
     Provisioner,
     Repository,
     RequestError,
+    SbomPackage,
+    ShippedFile,
     staged_package_files,
 )
-from aminator_redhat import rpmdb
+from aminator_redhat import rpmdb, sbom, shipped
 from aminator_redhat.repository import REPO_ID_PREFIX, refuse_source_lines, written_repositories
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,8 @@ class DnfProvisioner(Provisioner):
 
     def __init__(self, *, gpgcheck: bool = True) -> None:
         self.gpgcheck = gpgcheck
+        #: Of the packages the install brought in, those the image's own repositories gave.
+        self._from_base: set[str] = set()
 
     def _dnf(self, chroot: Chroot) -> tuple[Chroot, DnfCommand]:
         return chroot.with_environment(**DNF_ENVIRONMENT), DnfCommand.of(chroot)
@@ -178,6 +183,7 @@ class DnfProvisioner(Provisioner):
             failure = install_failure(result, names, asked)
             if failure is not None:
                 raise failure
+            self._from_base = shipped.from_base_repositories(result.stdout, REPO_ID_PREFIX)
 
     @contextlib.contextmanager
     def added_repositories(
@@ -203,8 +209,20 @@ class DnfProvisioner(Provisioner):
     def image_tags(self) -> Mapping[str, str]:
         return {"gpgcheck": "on" if self.gpgcheck else "off"}
 
+    def shipped_files(self, chroot: Chroot, paths: Sequence[str]) -> dict[str, ShippedFile]:
+        return shipped.shipped_files(chroot, paths)
+
+    def from_base_repositories(self, chroot: Chroot, packages: Sequence[str]) -> set[str]:
+        return self._from_base.intersection(packages)
+
     def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:
         return rpmdb.installed_packages(chroot, names)
 
     def manifest(self, chroot: Chroot) -> list[ManifestEntry]:
         return rpmdb.manifest(chroot)
+
+    def sbom_packages(
+        self, chroot: Chroot, distro: Distro, manifest: Sequence[ManifestEntry]
+    ) -> list[SbomPackage]:
+        """RPM package URLs, and each package's LICENSE tag (one query of the rpm database)."""
+        return sbom.sbom_packages(chroot, distro, manifest)

@@ -5,6 +5,7 @@ no loop device, mount, process, volume or half-registered image behind."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 
 from aminator_ng.bake import BAKE_PIPELINE
 from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
@@ -76,10 +80,20 @@ class Workspace:
         return [sys.executable, "-m", "aminator_ng", *args]
 
     def aminate(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+        hostname: str | None = None,
     ) -> Result:
+        """The CLI's result; with ``hostname``, on a bake host of that name (a UTS namespace of
+        its own around the command)."""
+        command = self.command(*args)
+        if hostname is not None:
+            command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
+            command += self.command(*args)
         completed = subprocess.run(
-            self.command(*args),
+            command,
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
@@ -160,6 +174,36 @@ def wait_for_postinst(workspace: Workspace, process: subprocess.Popen[str]) -> N
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the postinst never started"
         time.sleep(0.2)
+
+
+def assert_sbom_describes(workspace: Workspace, baked: dict[str, Any], distro: str) -> None:
+    """The baked image's SBOM as ``aminate images sbom`` prints it: valid CycloneDX 1.6, one
+    component per manifest row in the manifest's order, each with its row's package URL
+    (``distro``: the os-release ID and VERSION_ID, ``debian-12``), as the tags summarise it."""
+    shown = workspace.aminate("images", "sbom", baked["image_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(shown.stdout) is None
+    components = json.loads(shown.stdout)["components"]
+    rows = baked["manifest"]
+    assert len(components) == len(rows)
+    purl_type = "deb" if distro.startswith(("debian", "ubuntu")) else "rpm"
+    for component, row in zip(components, rows, strict=True):
+        purl = PackageURL.from_string(component["purl"])
+        version = row["version"]
+        if purl_type == "rpm" and ":" in version:
+            epoch, version = version.split(":", 1)
+            assert purl.qualifiers["epoch"] == epoch
+        assert (purl.type, purl.namespace, purl.name, purl.version) == (
+            purl_type,
+            distro.split("-")[0],
+            row["name"],
+            version,
+        )
+        assert purl.qualifiers["arch"] == row["arch"]
+        assert purl.qualifiers["distro"] == distro
+    assert baked["tags"]["sbom_components"] == str(len(rows))
+    assert baked["tags"]["sbom_sha256"] == hashlib.sha256(shown.stdout.encode()).hexdigest()
+    assert baked["sbom_path"]
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from tests.hoststate import processes_rooted_under
 from tests.integration.conftest import (
     BASE_NAME,
     Workspace,
+    assert_sbom_describes,
     dpkg_status,
     mounted_image,
     wait_for_postinst,
@@ -34,6 +35,8 @@ SUCCESS_KEYS = {
     "packages",
     "manifest",
     "hygiene",
+    "scan",
+    "sbom_path",
     "steps",
     "duration_s",
     "log_path",
@@ -116,7 +119,10 @@ def test_json_success_object(workspace: Workspace, debs: dict[str, Path]) -> Non
         "random_seed",
         "logs",
         "tmp",
+        "host_file_copies",
     }
+    assert data["scan"]["files"] > 0 and not [f for f in data["scan"]["findings"] if f["fails"]]
+    assert_sbom_describes(workspace, data, "debian-12")
     step_names = [step["name"] for step in data["steps"]]
     for required in (
         "resolve_base",

@@ -125,9 +125,7 @@ def test_a_killed_base_create_leaves_only_what_cleanup_removes(tmp_path: Path) -
     process = space.start("base", "create", "killed-base", "--suite", "bookworm")
     try:
         # Killed while mmdebstrap fills the tree.
-        wait_until(
-            lambda: any((space.home / "work").glob("base-*/root/*")), process, "a bootstrap"
-        )
+        wait_until(lambda: any((space.home / "work").glob("base-*/root/*")), process, "a bootstrap")
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)

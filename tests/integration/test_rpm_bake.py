@@ -11,7 +11,7 @@ import pytest
 
 from tests.hoststate import processes_rooted_under
 from tests.integration import rpms
-from tests.integration.conftest import Result, Workspace, mounted_image
+from tests.integration.conftest import Result, Workspace, assert_sbom_describes, mounted_image
 
 pytestmark = pytest.mark.privileged
 
@@ -58,6 +58,7 @@ def test_an_rpm_bake_pulls_its_dependency_runs_post_and_starts_no_service(
     assert manifest["greeting-lib"]["version"] == "1.1-1"
     assert "sh-provider" in manifest and "gpg-pubkey" not in manifest
     assert tags["package_count"] == str(len(baked["manifest"]))
+    assert_sbom_describes(rpm_space, baked, "synthel-9")
     assert not processes_rooted_under(str(rpm_space.home))
 
     with mounted_image(export(rpm_space, baked["image_id"]), rpm_space.scratch / "baked") as root:

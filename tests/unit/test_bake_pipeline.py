@@ -9,6 +9,7 @@ bake records: none left by a bake that ended."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -20,13 +21,14 @@ from typing import Any
 import pytest
 
 from aminator_ng import steps as steps_module
-from aminator_ng.bake import BAKE_PIPELINE, Bake
+from aminator_ng.bake import BAKE_PIPELINE, Bake, SecretFoundError
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend, Leftover
 from aminator_ng.config import BakeRequest, EngineSettings
 from aminator_ng.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, InjectedFault, Interrupted
 from aminator_ng.hookspecs import hookimpl
 from aminator_ng.host import MountedRoot
+from aminator_ng.imagescan import HostTraces
 from aminator_ng.model import (
     Distro,
     HygieneOutcome,
@@ -35,6 +37,7 @@ from aminator_ng.model import (
     ManifestEntry,
     PackageInfo,
     PackageRequest,
+    SbomPackage,
     Snapshot,
     Volume,
 )
@@ -69,6 +72,10 @@ class World:
     volumes: dict[str, Volume] = field(default_factory=dict)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     images: dict[str, Image] = field(default_factory=dict)
+    #: What the install writes into the image: path inside it, content.
+    installs: dict[str, bytes] = field(default_factory=dict)
+    #: What each registered image was registered with.
+    specs: dict[str, ImageSpec] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def holding(self, what: str) -> Iterator[None]:
@@ -115,6 +122,16 @@ class FakeHost:
     def chroot(self, root: MountedRoot) -> Iterator[Chroot]:
         with self.world.holding("chroot_setup"):
             yield Chroot(root.reached, mount_point=root.mount_point, hostname="fake")
+
+    def traces(self) -> HostTraces:
+        self.world.interrupter.at("scan:middle")
+        return HostTraces(hostnames=("fake-bake-host",), nameservers=("192.0.2.53",))
+
+    def placed_files(self, chroot: Chroot) -> list[str]:
+        return []
+
+    def undo_copies_of_placed_files(self, chroot: Chroot, since: float) -> str:
+        return "no copy"
 
 
 BASE = Image("img-base", "fake-base", datetime(2026, 1, 1, tzinfo=UTC), "snap-base")
@@ -166,6 +183,7 @@ class FakeCloud(CloudBackend):
     def registered(self, snapshot: Snapshot, spec: ImageSpec, bake_id: str) -> Iterator[Image]:
         image = Image("img-1", spec.name, datetime.now(UTC), snapshot.snapshot_id, tags=spec.tags)
         self.world.images[image.image_id] = image
+        self.world.specs[image.image_id] = spec
         try:
             self.world.interrupter.at("register:middle")
             yield image
@@ -199,6 +217,14 @@ class FakeProvisioner(Provisioner):
 
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         self.world.interrupter.at("install:middle")
+        for path, content in self.world.installs.items():
+            chroot.write_file(path, content)
+
+    def sbom_packages(
+        self, chroot: Chroot, distro: Distro, manifest: Sequence[ManifestEntry]
+    ) -> list[SbomPackage]:
+        self.world.interrupter.at("sbom:middle")
+        return super().sbom_packages(chroot, distro, manifest)
 
     def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:
         self.world.interrupter.at("inspect:middle")
@@ -267,9 +293,14 @@ def settings(tmp_path: Path) -> EngineSettings:
 @pytest.fixture
 def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     def run(
-        interrupter: Interrupter | None = None, *, preserve: bool = False, fault: str = ""
+        interrupter: Interrupter | None = None,
+        *,
+        preserve: bool = False,
+        fault: str = "",
+        installs: dict[str, bytes] | None = None,
+        scan_allow: tuple[str, ...] = (),
     ) -> Outcome:
-        world = World(interrupter or Interrupter())
+        world = World(interrupter or Interrupter(), installs=installs or {})
         if fault:
             monkeypatch.setenv(steps_module.FAULT_VARIABLE, fault)
         real_maybe_fail = steps_module.Steps._maybe_fail
@@ -283,7 +314,9 @@ def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.Mon
             extra=[("fake", FakeDistroPlugin(world))],
             environ={"AMINATOR_DISABLE_PLUGINS": "debian,redhat,local,ec2"},
         )
-        request = BakeRequest(base="fake-base", packages=("hello",), preserve_on_error=preserve)
+        request = BakeRequest(
+            base="fake-base", packages=("hello",), preserve_on_error=preserve, scan_allow=scan_allow
+        )
         bake = Bake(request, settings, hooks, FakeCloud(world), host=FakeHost(world, image_root))
         error: BaseException | None = None
         try:
@@ -332,7 +365,9 @@ def test_a_bake_runs_its_steps_in_the_declared_order(
             "install",
             "inspect",
             "hygiene",
+            "scan",
             "name",
+            "sbom",
             "chroot_teardown",
             "unmount",
             "detach",
@@ -440,3 +475,48 @@ def test_a_preserved_bake_interrupted_keeps_its_volume(
     outcome = run_bake(Interrupter("install:middle", "SIGINT"), preserve=True)
     assert isinstance(outcome.error, Interrupted) and outcome.error.exit_code == EXIT_SIGINT
     assert list(outcome.world.volumes) == ["vol-1"] and outcome.world.live == set()
+
+
+AWS_CREDENTIALS = (
+    b"[default]\naws_secret_access_key = " + b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" + b"\n"
+)
+
+
+def test_a_secret_the_install_left_fails_the_scan_and_nothing_is_registered(
+    run_bake: Any, settings: EngineSettings
+) -> None:
+    outcome = run_bake(installs={"/etc/credentials": AWS_CREDENTIALS})
+    error = outcome.error
+    assert isinstance(error, SecretFoundError) and error.step == "scan"
+    assert error.exit_code == 1
+    assert (
+        str(error)
+        == "the image would hold a secret: /etc/credentials holds an AWS secret access key"
+    )
+    assert b"wJalr" not in str(error).encode() and "--scan-allow" in (error.hint or "")
+    assert outcome.world.images == {} and outcome.world.snapshots == {}
+    assert_nothing_held(outcome, settings)
+
+
+def test_a_trace_of_the_host_fails_the_scan_naming_it(run_bake: Any) -> None:
+    outcome = run_bake(installs={"/etc/mailname": b"fake-bake-host\n"})
+    assert isinstance(outcome.error, SecretFoundError)
+    assert "/etc/mailname holds the bake host's hostname fake-bake-host" in str(outcome.error)
+    assert "--no-scan-host-traces" in (outcome.error.hint or "")
+
+
+def test_an_allow_listed_secret_is_a_warning_and_the_image_has_its_sbom(run_bake: Any) -> None:
+    outcome = run_bake(installs={"/etc/credentials": AWS_CREDENTIALS}, scan_allow=("/etc/cred*",))
+    assert outcome.error is None, outcome.error
+    report = outcome.bake.scan_report
+    assert [f.as_dict() for f in report.findings] == [
+        {
+            "path": "/etc/credentials",
+            "kind": "an AWS secret access key",
+            "fails": False,
+            "warning": "allow-listed",
+        }
+    ]
+    spec = outcome.world.specs["img-1"]
+    assert spec.sbom is not None and spec.tags["sbom_components"] == "1"
+    assert spec.tags["sbom_sha256"] == hashlib.sha256(spec.sbom).hexdigest()

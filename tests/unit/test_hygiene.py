@@ -181,7 +181,10 @@ def test_a_rule_switched_off_changes_nothing(baked: tuple[Path, datetime], rule:
     image, started = baked
     before = {path: (image / path).read_bytes() for path in TOUCHED[rule]}
     outcomes = clean(image, started, **{rule: False})
-    assert outcomes[rule] == HygieneOutcome(rule, "switched off", switched_off=True)
+    off = outcomes[rule]
+    assert (off.rule, off.done, off.switched_off) == (rule, "switched off", True)
+    # What it would have changed is reported, for the secret scan to warn of.
+    assert {f"/{path}" for path in TOUCHED[rule]} <= set(off.kept)
     for path, content in before.items():
         assert not (image / path).is_symlink() and (image / path).read_bytes() == content
     # The other rules still ran.
