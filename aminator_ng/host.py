@@ -196,14 +196,24 @@ class LinuxHost:
         return f"{done} {', '.join(copies)} (a package's copy of the host's)"
 
 
+#: The address ranges for documentation (RFC 5737, RFC 3849): a lab host may use them, but
+#: examples in every package's docs do too, so finding one tells nothing of the host.
+DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
 def _is_own(address: str) -> bool:
-    """Whether an address is this host's own: not loopback, link-local or unspecified, which
-    every machine shares."""
+    """Whether an address tells this host apart: not loopback, link-local, unspecified or for
+    documentation, which every machine or manual shares."""
     try:
         parsed = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
-    return not (parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
+    if parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified:
+        return False
+    return not any(parsed in network for network in DOCUMENTATION_NETWORKS)
 
 
 def _local_ipv4_addresses() -> list[str]:

@@ -22,7 +22,6 @@ from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpressi
 from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from aminator_ng.errors import BakeError
@@ -111,6 +110,9 @@ def build_sbom(
     # The image holds every package (each package's own dependencies are not recorded).
     bom.dependencies.add(Dependency(image.bom_ref, [Dependency(c.bom_ref) for c in components]))
     text = _in_order(JsonV1Dot6(bom).output_as_string(), [str(c.bom_ref) for c in components])
+    # Imported here: its format checkers take a second to load, which only a bake should pay.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     error = JsonStrictValidator(SCHEMA_VERSION).validate_str(text)
     if error is not None:
         raise BakeError(

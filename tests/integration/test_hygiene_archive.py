@@ -95,6 +95,11 @@ def test_a_rule_switched_off_keeps_what_it_would_remove(workspace: Workspace) ->
     assert result.returncode == 0, result.stderr
     data = result.json()
     assert data["tags"]["hygiene"] == "off:ssh_host_keys"
+    # The keys it kept are the secret scan's warnings, not failures.
+    warned = {f["path"]: f["warning"] for f in data["scan"]["findings"]}
+    assert warned["/etc/ssh/ssh_host_ed25519_key"] == (
+        "the hygiene rule ssh_host_keys is switched off"
+    )
     raw = workspace.scratch / "baked.raw"
     assert workspace.aminate("export", data["image_id"], str(raw)).returncode == 0
     with mounted_image(raw, workspace.scratch / "m") as root:

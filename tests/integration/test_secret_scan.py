@@ -69,3 +69,27 @@ def test_a_private_key_a_package_script_makes_fails_the_bake(workspace: Workspac
     )
     result = workspace.aminate("-b", BASE_NAME, str(deb))
     assert_secret_error(workspace, result, f"{made} holds a PEM private key")
+    allowed = workspace.aminate("-b", BASE_NAME, "--scan-allow", made, str(deb))
+    assert allowed.returncode == 0, allowed.stderr
+
+
+TORNADO_TEST_KEY = "/usr/lib/python3/dist-packages/tornado/test/test.key"
+
+
+def test_a_sample_key_of_the_base_s_archive_is_a_warning_unless_asked_for(
+    workspace: Workspace,
+) -> None:
+    """python3-tornado ships its tests' private key. Brought in as a dependency from the
+    base's own repositories, unchanged, it is a warning; asked for, it counts."""
+    asked = workspace.aminate("-b", BASE_NAME, "python3-tornado")
+    assert_secret_error(workspace, asked, f"{TORNADO_TEST_KEY} holds a PEM private key")
+    app = build_deb(workspace.scratch, "tornado-app", depends="python3-tornado")
+    passed = workspace.aminate("-b", BASE_NAME, "--output", "json", str(app))
+    assert passed.returncode == 0, passed.stderr
+    [finding] = [f for f in passed.json()["scan"]["findings"] if f["path"] == TORNADO_TEST_KEY]
+    assert finding == {
+        "path": TORNADO_TEST_KEY,
+        "kind": "a PEM private key",
+        "fails": False,
+        "warning": "shipped unchanged by python3-tornado, from the base's repositories",
+    }

@@ -299,6 +299,7 @@ def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.Mon
         fault: str = "",
         installs: dict[str, bytes] | None = None,
         scan_allow: tuple[str, ...] = (),
+        scan_host_traces: bool = True,
     ) -> Outcome:
         world = World(interrupter or Interrupter(), installs=installs or {})
         if fault:
@@ -315,7 +316,11 @@ def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.Mon
             environ={"AMINATOR_DISABLE_PLUGINS": "debian,redhat,local,ec2"},
         )
         request = BakeRequest(
-            base="fake-base", packages=("hello",), preserve_on_error=preserve, scan_allow=scan_allow
+            base="fake-base",
+            packages=("hello",),
+            preserve_on_error=preserve,
+            scan_allow=scan_allow,
+            scan_host_traces=scan_host_traces,
         )
         bake = Bake(request, settings, hooks, FakeCloud(world), host=FakeHost(world, image_root))
         error: BaseException | None = None
@@ -503,6 +508,8 @@ def test_a_trace_of_the_host_fails_the_scan_naming_it(run_bake: Any) -> None:
     assert isinstance(outcome.error, SecretFoundError)
     assert "/etc/mailname holds the bake host's hostname fake-bake-host" in str(outcome.error)
     assert "--no-scan-host-traces" in (outcome.error.hint or "")
+    unchecked = run_bake(installs={"/etc/mailname": b"fake-bake-host\n"}, scan_host_traces=False)
+    assert unchecked.error is None, unchecked.error
 
 
 def test_an_allow_listed_secret_is_a_warning_and_the_image_has_its_sbom(run_bake: Any) -> None:

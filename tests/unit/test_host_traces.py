@@ -31,10 +31,15 @@ def test_the_host_s_names_looked_for(
     assert host_traces().hostnames == looked_for
 
 
-def test_loopback_nameservers_are_every_host_s(monkeypatch: pytest.MonkeyPatch) -> None:
-    resolv = b"nameserver 127.0.0.53\nnameserver 198.51.100.53\nnameserver ::1\n"
+def test_loopback_and_documentation_nameservers_are_every_host_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolv = (
+        b"nameserver 127.0.0.53\nnameserver 10.20.30.53\nnameserver ::1\n"
+        b"nameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver fd12:3456::53\n"
+    )
     monkeypatch.setattr(host_module, "host_resolv_conf", lambda: resolv)
-    assert host_traces().nameservers == ("198.51.100.53",)
+    assert host_traces().nameservers == ("10.20.30.53", "fd12:3456::53")
 
 
 @pytest.fixture
