@@ -50,6 +50,7 @@ from aminator_ng.model import (
     Image,
     ImageSpec,
     ManifestEntry,
+    PackageCacheLayout,
     PackageInfo,
     PackageRequest,
     Repository,
@@ -62,7 +63,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.7"
+API_VERSION = "1.8"
 
 __all__ = [
     "API_VERSION",
@@ -92,6 +93,7 @@ __all__ = [
     "ManifestEntry",
     "NotFoundError",
     "NotSupportedError",
+    "PackageCacheLayout",
     "PackageInfo",
     "PackageRequest",
     "Provisioner",

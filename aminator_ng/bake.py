@@ -55,6 +55,7 @@ from aminator_ng.model import (
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.pipeline import Kept, Pipeline, Resource, Step
+from aminator_ng.pkgcache import CacheUse, PackageCache
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
@@ -121,6 +122,7 @@ class BakeResult:
     hygiene: tuple[HygieneOutcome, ...]
     scan: ScanReport | None
     sbom_path: str | None
+    package_cache: CacheUse | None
     steps: list[Any]
     duration_s: float
     log_path: Path | None
@@ -140,6 +142,7 @@ class BakeResult:
             "hygiene": [h.as_dict() for h in self.hygiene],
             "scan": self.scan.as_dict() if self.scan else None,
             "sbom_path": self.sbom_path,
+            "package_cache": self.package_cache.as_dict() if self.package_cache else None,
             "steps": [s.as_dict() for s in self.steps],
             "duration_s": round(self.duration_s, 3),
             "log_path": str(self.log_path) if self.log_path else None,
@@ -229,6 +232,7 @@ class Bake:
         self.manifest: tuple[ManifestEntry, ...] = ()
         self.hygiene: list[HygieneOutcome] = []
         self.scan_report: ScanReport | None = None
+        self.cache_use: CacheUse | None = None
         self.sbom: Sbom | None = None
         self.facts: BakeFacts | None = None
         self.spec: ImageSpec | None = None
@@ -317,6 +321,7 @@ class Bake:
             hygiene=tuple(state.hygiene),
             scan=state.scan_report,
             sbom_path=self.cloud.sbom_location(state.image.image_id),
+            package_cache=state.cache_use,
             steps=self.steps.timings,
             duration_s=time.monotonic() - began,
             log_path=self.log_path,
@@ -384,8 +389,29 @@ class Bake:
             yield chroot
 
     def install(self) -> None:
-        assert self.provisioner and self.chroot
-        self.provisioner.install(self.chroot, self.requests)
+        state = self
+        assert state.provisioner and state.chroot
+        layout = (
+            state.provisioner.package_cache(state.chroot) if self.request.package_cache else None
+        )
+        if layout is None:
+            state.provisioner.install(state.chroot, state.requests)
+            return
+        cache = PackageCache(
+            self.settings.cache_dir,
+            max_age_s=self.request.index_max_age,
+            refresh=self.request.refresh,
+        )
+        with cache.bound(
+            state.chroot,
+            state.provisioner,
+            layout,
+            self.work_dir / "package-cache",
+            self.bake_id,
+            self.started.timestamp(),
+        ) as use:
+            state.provisioner.install_cached(state.chroot, state.requests)
+        self.cache_use = use
 
     def inspect(self) -> None:
         state = self

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +56,7 @@ from aminator_ng.output import (
     json_value,
     print_json,
 )
+from aminator_ng.pkgcache import PackageCache
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.recovery import bake_records, clean_up
 from aminator_ng.sbom import Sbom
@@ -282,6 +284,25 @@ def cli() -> None:
     help="Fail when changed files hold the bake host's hostname, addresses or nameservers "
     "(on by default).",
 )
+@click.option(
+    "--package-cache/--no-package-cache",
+    default=None,
+    help="Use the package lists and downloaded packages other bakes left in the package cache "
+    "(on by default).",
+)
+@click.option(
+    "--index-max-age",
+    type=click.IntRange(min=0),
+    metavar="SECONDS",
+    help="How old the cached package lists may be before they are fetched again "
+    "(default 3600; 0: every bake fetches them).",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    default=None,
+    help="Fetch the package lists even when the cached ones are fresh.",
+)
 @click.argument("packages", nargs=-1, metavar="PACKAGE...")
 @global_options
 @click.pass_context
@@ -298,6 +319,9 @@ def bake(
     repo_keys: tuple[str, ...],
     scan_allow: tuple[str, ...],
     scan_host_traces: bool | None,
+    package_cache: bool | None,
+    index_max_age: int | None,
+    refresh: bool | None,
     packages: tuple[str, ...],
     **plugin_options: Any,
 ) -> None:
@@ -319,6 +343,9 @@ def bake(
         "repo_key": list(repo_keys) if repo_keys else None,
         "scan_allow": list(scan_allow) if scan_allow else None,
         "scan_host_traces": scan_host_traces,
+        "package_cache": package_cache,
+        "index_max_age": index_max_age,
+        "refresh": refresh or None,
     }
     app = App(
         ctx,
@@ -341,6 +368,9 @@ def bake(
         repository_keys=tuple(Path(key) for key in effective["repo_key"]),
         scan_allow=tuple(effective["scan_allow"]),
         scan_host_traces=effective["scan_host_traces"],
+        package_cache=effective["package_cache"],
+        index_max_age=effective["index_max_age"],
+        refresh=effective["refresh"],
     )
     cloud = app.cloud
     bake_id = new_bake_id()
@@ -449,6 +479,8 @@ def open_bake_log(path: Path) -> logging.Handler:
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    # The SBOM library's serializer logs every licence it writes: noise, and time.
+    logging.getLogger("py_serializable").setLevel(logging.INFO)
     return handler
 
 
@@ -728,6 +760,59 @@ def store_repair(ctx: click.Context) -> None:
         )
     done = app.cloud.repair_store({record.bake_id for record in records.all()})
     app.emit({"repaired": done}, "\n".join(done) or "nothing to repair")
+
+
+@cli.group("cache", context_settings={"help_option_names": ["--help"]})
+def cache_group() -> None:
+    """The package cache bakes share: package lists and downloaded packages."""
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:.1f} MiB"
+
+
+@cache_group.command("show", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def cache_show(ctx: click.Context) -> None:
+    """The cache's entries (one per provisioner and key), their age and size."""
+    app = App(ctx)
+    cache = PackageCache(app.settings.cache_dir)
+    entries = [entry.usage() for entry in cache.entries()]
+    total = sum(entry.size_bytes for entry in entries)
+    lines = [f"{cache.directory}: {len(entries)} entries, {_size(total)}"]
+    for entry in entries:
+        fetched = (
+            datetime.fromtimestamp(entry.index_fetched, UTC).isoformat(timespec="seconds")
+            if entry.index_fetched
+            else "never"
+        )
+        lines.append(
+            f"  {entry.path.name}  lists fetched {fetched}, {entry.packages} packages, "
+            f"{_size(entry.size_bytes)}"
+        )
+    app.emit(
+        {
+            "directory": str(cache.directory),
+            "size_bytes": total,
+            "entries": [entry.as_dict() for entry in entries],
+        },
+        "\n".join(lines),
+    )
+
+
+@cache_group.command("clear", context_settings={"help_option_names": ["--help"]})
+@global_options
+@click.pass_context
+def cache_clear(ctx: click.Context) -> None:
+    """Remove everything in the cache that no running bake uses."""
+    app = App(ctx)
+    cache = PackageCache(app.settings.cache_dir)
+    freed, in_use = cache.clear()
+    text = f"freed {_size(freed)}"
+    if in_use:
+        text += f"; kept {len(in_use)} package lists in use by running bakes"
+    app.emit({"freed_bytes": freed, "in_use": [str(p) for p in in_use]}, text)
 
 
 @cli.command("export", context_settings={"help_option_names": ["--help"]})

@@ -149,6 +149,12 @@ GLOBAL_SETTINGS = (
     Setting("environment", str, None, "the environment to use when -e is not given"),
     Setting("home", Path, DEFAULT_HOME, "the local store, work directories and mount points"),
     Setting("log_dir", Path, DEFAULT_LOG_DIR, "where each bake writes <bake_id>.log"),
+    Setting(
+        "cache_dir",
+        Path,
+        None,
+        "the package cache bakes share (default: the cache directory under home)",
+    ),
 )
 #: The ``[bake]`` table: bake's options by their long names.
 BAKE_SETTINGS = (
@@ -176,6 +182,20 @@ BAKE_SETTINGS = (
         True,
         "fail a bake whose changed files hold the bake host's hostname, addresses or nameservers",
     ),
+    Setting(
+        "package_cache",
+        bool,
+        True,
+        "share package lists and downloaded packages between bakes (the cache_dir)",
+    ),
+    Setting(
+        "index_max_age",
+        int,
+        3600,
+        "seconds the cached package lists are used before a bake fetches them again "
+        "(0: every bake fetches them)",
+    ),
+    Setting("refresh", bool, False, "fetch the package lists even when the cached ones are fresh"),
 )
 #: The command-line option of each ``[bake]`` setting, where it is not ``--name-with-hyphens``.
 BAKE_OPTIONS = {"base_ami": "-b/-B", "tags": "--tag"}
@@ -568,6 +588,13 @@ class EngineSettings:
     finalizers: tuple[str, ...] | None = None
     #: Each plugin's settings, defaults included, by plugin name.
     plugin_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Where the package cache is; None: ``cache`` under home.
+    package_cache_dir: Path | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        """The package cache bakes share."""
+        return self.package_cache_dir or self.home / "cache"
 
     @property
     def work_dir(self) -> Path:
@@ -586,6 +613,11 @@ def engine_settings(
     return EngineSettings(
         home=Path(effective.value("global", "home")),
         log_dir=Path(effective.value("global", "log_dir")),
+        package_cache_dir=(
+            Path(effective.value("global", "cache_dir"))
+            if effective.value("global", "cache_dir")
+            else None
+        ),
         cloud=effective.value("global", "cloud"),
         output=output,
         debug=debug,
@@ -620,3 +652,8 @@ class BakeRequest:
     scan_allow: tuple[str, ...] = ()
     #: Whether the scan looks for the bake host's hostname, addresses and nameservers.
     scan_host_traces: bool = True
+    #: Whether the install uses the package cache, how old its lists may be (seconds; 0:
+    #: fetched by every bake), and whether to fetch them whatever their age.
+    package_cache: bool = True
+    index_max_age: int = 3600
+    refresh: bool = False

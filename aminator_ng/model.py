@@ -85,6 +85,23 @@ class ShippedFile:
 
 
 @dataclass(frozen=True)
+class PackageCacheLayout:
+    """What a provisioner keeps in the bake host's package cache, and where the image has it
+    (``Provisioner.package_cache``). Both directories are overlaid for the install, so nothing
+    the install writes there stays in the image or reaches the cache unchecked."""
+
+    #: What determines the index's content (digests of the sources, keys and configuration,
+    #: the architectures), as text; bakes with equal keys share a cache entry.
+    key: Mapping[str, str]
+    #: The image directory of the package lists or metadata (``/var/lib/apt/lists``).
+    index: str
+    #: The image directory the package manager writes downloads and caches under
+    #: (``/var/cache/apt``), and the subdirectory of it holding the package files.
+    downloads: str
+    packages_subdir: str = ""
+
+
+@dataclass(frozen=True)
 class HygieneOutcome:
     """What one image-hygiene rule did in a bake (``aminator_clean_image``)."""
 

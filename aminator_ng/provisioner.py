@@ -6,6 +6,7 @@ import abc
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from aminator_ng.imagefs import Identity
 from aminator_ng.model import (
     Distro,
     ManifestEntry,
+    PackageCacheLayout,
     PackageInfo,
     PackageRequest,
     Repository,
@@ -75,8 +77,42 @@ class Provisioner(abc.ABC):
 
         Raise RequestError (exit 2) for a package the repositories do not have or whose
         dependencies cannot be met, and BakeError (exit 1) when the install itself fails
-        (a failing maintainer script), naming the package.
+        (a failing maintainer script), naming the package; either quoting the package
+        manager's own reason.
+
+        With the package cache in use (see ``package_cache``), the engine calls
+        ``install_cached`` instead.
         """
+
+    def package_cache(self, chroot: Chroot) -> PackageCacheLayout | None:
+        """What of this provisioner's work the bake host's package cache keeps, read from the
+        image (its sources, keys and architectures make the key). None, the default: no cache.
+
+        A provisioner that returns a layout implements ``refresh_index``, ``verified_index``,
+        ``vouched_downloads`` and ``install_cached`` too.
+        """
+        return None
+
+    def refresh_index(self, chroot: Chroot) -> None:
+        """Fetch the package lists (``apt-get update``) into the layout's index directory,
+        which the engine has bound, empty or holding the previous lists, in the image."""
+        raise NotImplementedError
+
+    def verified_index(self, index: Path, scratch: Path) -> bool:
+        """Whether every file of a fetched index (a host directory) is what the repositories
+        signed, checked on the host against the keys read by ``package_cache``; only then is
+        it shared with other bakes. ``scratch`` is the bake's, for temporary files."""
+        return False
+
+    def vouched_downloads(self, index: Path, downloads: Sequence[Path]) -> list[Path]:
+        """Of the package files a bake downloaded (host paths), those whose digest a verified
+        ``index`` lists: only they join the cache."""
+        return []
+
+    def install_cached(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
+        """``install``, with the index fresh and the cached downloads in place in the image:
+        neither fetch the index nor clean the downloads (the engine's overlays take them away)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def query(self, chroot: Chroot, names: Sequence[str]) -> list[PackageInfo]:

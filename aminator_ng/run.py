@@ -45,6 +45,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "cp": "coreutils",
     "dpkg-deb": "dpkg",
     "dpkg-scanpackages": "dpkg-dev",
+    "gpgv": "gpgv",
     "findmnt": "util-linux",
     "fstrim": "util-linux",
     "losetup": "mount",

@@ -6,26 +6,28 @@ import contextlib
 import fnmatch
 import logging
 import os
-import re
 import stat
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from aminator_debian import sbom
+from aminator_debian.cache import cache_key, verified_lists, vouched_debs
+from aminator_debian.failure import install_failure
 from aminator_debian.repository import has_added_repositories, update_failure, written_sources
 from aminator_debian.shipped import (
     added_source_uris,
+    changed_since,
     from_base_repositories,
-    installed_names,
+    installed_versions,
     shipped_files,
 )
 from aminator_debian.version import package_info
 from aminator_ng.api import (
-    BakeError,
     Chroot,
     CommandError,
-    Completed,
     Distro,
     ManifestEntry,
+    PackageCacheLayout,
     PackageInfo,
     PackageRequest,
     Provisioner,
@@ -50,6 +52,8 @@ APT_OPTIONS = [
 #: With repositories added, one that cannot be fetched fails the update instead of a warning
 #: (``--error-on=any``, written as the option that apt older than 1.9.11 ignores).
 STRICT_UPDATE = ["-o", "APT::Update::Error-Mode=any"]
+#: A bake never reads the packages' translated descriptions: a third of bookworm's lists.
+NO_TRANSLATIONS = ["-o", "Acquire::Languages=none"]
 MANIFEST_FORMAT = (
     "\\t".join(
         [
@@ -63,16 +67,6 @@ MANIFEST_FORMAT = (
     )
     + "\\n"
 )
-_UNLOCATABLE = re.compile(r"E: Unable to locate package (\S+)")
-_NO_CANDIDATE = re.compile(r"E: Package '([^']+)' has no installation candidate")
-_NO_VERSION = re.compile(r"E: Version '([^']+)' for '([^']+)' was not found")
-_DPKG_FAILED = re.compile(r"dpkg: error processing (?:package|archive) (\S+) \(")
-_SCRIPT_FAILED = re.compile(
-    r"(?:installed|new) \S+ package ((?:pre|post)-(?:installation|removal) script)"
-    r" subprocess returned error exit status (\d+)"
-)
-
-
 LISTS = "/var/lib/apt/lists"
 
 
@@ -119,47 +113,6 @@ def _has_package_lists(chroot: Chroot) -> bool:
     return any(fnmatch.fnmatch(name, "*_Packages*") for name in chroot.listdir(LISTS))
 
 
-def _unresolvable(error: CommandError, names: Sequence[str]) -> RequestError:
-    text = error.stderr_tail
-    version = _NO_VERSION.search(text)
-    if version:
-        return RequestError(
-            f"version {version.group(1)} of package {version.group(2)} not found in the "
-            "image's repositories",
-            hint="check the version (apt-cache policy NAME lists them), or add a repository",
-        )
-    for pattern in (_UNLOCATABLE, _NO_CANDIDATE):
-        match = pattern.search(text)
-        if match:
-            return RequestError(
-                f"package not found in the image's repositories: {match.group(1)}",
-                hint="check the name, or add a repository",
-            )
-    lines = [line for line in text.splitlines() if line.strip()]
-    detail = "; ".join(
-        line.strip() for line in lines if not line.startswith("E: Unable to correct")
-    )
-    return RequestError(
-        f"cannot install {', '.join(names)}: {detail[-400:] or 'apt refused the request'}",
-        hint="a dependency cannot be met from the image's repositories",
-    )
-
-
-def _install_failure(result: Completed, names: Sequence[str]) -> BakeError:
-    """Name the package whose install failed, and why, from apt's and dpkg's output."""
-    text = f"{result.stdout}\n{result.stderr}"
-    failed = _DPKG_FAILED.search(text)
-    script = _SCRIPT_FAILED.search(text)
-    package = failed.group(1) if failed else ", ".join(names)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    reason = (
-        f"its {script.group(1)} returned exit status {script.group(2)}"
-        if script
-        else (lines[-1] if lines else f"apt-get exited {result.returncode}")
-    )
-    return BakeError(f"installing package {package} failed: {reason}", hint="see the bake log")
-
-
 class AptProvisioner(Provisioner):
     name = "apt"
     #: apt's and dpkg's record of every install (not their terminal output).
@@ -172,42 +125,60 @@ class AptProvisioner(Provisioner):
         self.install_recommends = install_recommends
         #: Of the packages the install brought in, those the image's own repositories gave.
         self._from_base: set[str] = set()
+        #: The keys apt trusted when the cache's key was read (``package_cache``).
+        self._keyrings: tuple[bytes, ...] = ()
 
     def required_tools(self) -> list[str]:
-        return ["dpkg-deb"]
+        return ["dpkg-deb", "gpgv"]
 
     def _apt(self, chroot: Chroot) -> Chroot:
         return chroot.with_environment(**APT_ENVIRONMENT)
 
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         apt = self._apt(chroot)
+        with lists_cleaned(apt):
+            if has_added_repositories(apt) or not _has_package_lists(apt):
+                self.refresh_index(chroot)
+            self._install(apt, packages)
+
+    def install_cached(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
+        self._install(self._apt(chroot), packages)
+
+    def _install(self, apt: Chroot, packages: Sequence[PackageRequest]) -> None:
         names = [p.info.name if p.info else p.spec for p in packages]
         options = [
             *APT_OPTIONS,
             "-o",
             f"APT::Install-Recommends={'true' if self.install_recommends else 'false'}",
         ]
-        with lists_cleaned(apt):
-            self._update(apt)
-            with staged_package_files(chroot, packages) as files:
-                targets = files + [p.spec for p in packages if not p.is_file]
-                try:
-                    simulated = apt.run(
-                        ["apt-get", "install", "--simulate", *options, *targets],
-                        what="resolve packages",
-                    )
-                except CommandError as exc:
-                    raise _unresolvable(exc, names) from exc
-                result = apt.run(["apt-get", "install", *options, *targets], check=False)
-                if result.returncode != 0:
-                    raise _install_failure(result, names)
-                # While the package lists are there: which repository gave each package.
-                brought_in = installed_names(simulated.stdout)
-                if brought_in:
-                    policy = apt.run(
-                        ["apt-cache", "policy", *brought_in], what="read the packages' origins"
-                    )
-                    self._from_base = from_base_repositories(policy.stdout, added_source_uris(apt))
+        with staged_package_files(apt, packages) as files:
+            targets = files + [p.spec for p in packages if not p.is_file]
+            before = installed_versions(apt)
+            # One transaction: apt resolves, downloads and installs, and its own output says
+            # why when it cannot.
+            result = apt.run(["apt-get", "install", *options, *targets], check=False)
+            failure = install_failure(result, names)
+            if failure is not None:
+                raise failure
+            # While the package lists are there: which repository gave each package.
+            brought_in = changed_since(before, installed_versions(apt))
+            if brought_in:
+                policy = apt.run(
+                    ["apt-cache", "policy", *brought_in], what="read the packages' origins"
+                )
+                self._from_base = from_base_repositories(policy.stdout, added_source_uris(apt))
+
+    def package_cache(self, chroot: Chroot) -> PackageCacheLayout:
+        key = cache_key(chroot)
+        # Kept for verifying what the fetch brings: the keys as they were before it ran.
+        self._keyrings = key.keyrings
+        return key.layout
+
+    def verified_index(self, index: Path, scratch: Path) -> bool:
+        return verified_lists(index, self._keyrings, scratch / "keyrings")
+
+    def vouched_downloads(self, index: Path, downloads: Sequence[Path]) -> list[Path]:
+        return vouched_debs(index, downloads)
 
     @contextlib.contextmanager
     def added_repositories(
@@ -224,14 +195,13 @@ class AptProvisioner(Provisioner):
         with lists_cleaned(apt), written_sources(apt, repositories):
             yield
 
-    def _update(self, apt: Chroot) -> None:
-        """Fetch the package lists when the image has none, or repositories were added."""
+    def refresh_index(self, chroot: Chroot) -> None:
+        """apt-get update; with repositories added, one that cannot be fetched fails it."""
+        apt = self._apt(chroot)
         added = has_added_repositories(apt)
-        if not added and _has_package_lists(apt):
-            return
         try:
             apt.run(
-                ["apt-get", "update", *(STRICT_UPDATE if added else [])],
+                ["apt-get", "update", *NO_TRANSLATIONS, *(STRICT_UPDATE if added else [])],
                 what="apt-get update in the image",
                 hint="the image's apt sources must be reachable from this host",
             )

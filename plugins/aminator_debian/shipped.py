@@ -5,7 +5,7 @@ in the status database), and which repository gave each package a bake installed
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from aminator_debian.repository import SOURCES_FILE
 from aminator_ng.api import Chroot, ShippedFile, SourceLine
@@ -16,6 +16,7 @@ DPKG_STATUS = "/var/lib/dpkg/status"
 _POLICY_PACKAGE = re.compile(r"^(\S+):$")
 _POLICY_VERSION = re.compile(r"^ (\*\*\*| {3}) \S+ -?\d+$")
 _POLICY_SOURCE = re.compile(r"^ {8}-?\d+ (\S+)")
+_STATUS_FIELD = re.compile(r"^(Package|Architecture|Version|Status): (.*)$", re.M)
 
 
 def _package_of(info_name: str) -> str:
@@ -79,6 +80,23 @@ def from_base_repositories(policy: str, added: Collection[str]) -> set[str]:
     return from_base
 
 
-def installed_names(simulated: str) -> list[str]:
-    """The packages an ``apt-get install --simulate`` would install or upgrade."""
-    return re.findall(r"^Inst (\S+)", simulated, flags=re.MULTILINE)
+def installed_versions(chroot: Chroot) -> dict[str, str]:
+    """Every installed package of the image (``name:arch``) and its version, read from dpkg's
+    status database."""
+    if not chroot.is_file(DPKG_STATUS):
+        return {}
+    versions = {}
+    for stanza in chroot.read_bytes(DPKG_STATUS).decode(errors="replace").split("\n\n"):
+        fields = dict(_STATUS_FIELD.findall(stanza))
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            name = f"{fields['Package']}:{fields.get('Architecture', '')}"
+            versions[name] = fields.get("Version", "")
+    return versions
+
+
+def changed_since(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The names of the packages installed, upgraded or downgraded between two
+    ``installed_versions``."""
+    return sorted(
+        {key.split(":")[0] for key, version in after.items() if before.get(key) != version}
+    )

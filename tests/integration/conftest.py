@@ -52,6 +52,10 @@ class Result:
 class Workspace:
     """One test's own AMINATOR_HOME and log directory, and the CLI run against them."""
 
+    #: The package cache every workspace's bakes share (set for the session): apt's lists are
+    #: fetched once per set of sources, as on a bake host.
+    shared_cache: Path | None = None
+
     def __init__(self, root: Path, base_name: str = BASE_NAME) -> None:
         self.base_name = base_name
         self.home = root / "home"
@@ -74,6 +78,8 @@ class Workspace:
             AMINATOR_LOG_DIR=str(self.log_dir),
             XDG_CONFIG_HOME=str(self.config_home),
         )
+        if Workspace.shared_cache is not None:
+            env["AMINATOR_CACHE_DIR"] = str(Workspace.shared_cache)
         return env
 
     def command(self, *args: str) -> list[str]:
@@ -239,6 +245,15 @@ def dpkg_status(root: Path, package: str) -> str:
         check=False,
     )
     return result.stdout.strip()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_package_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("package-cache")
+    Workspace.shared_cache = cache
+    yield cache
+    Workspace.shared_cache = None
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ SUCCESS_KEYS = {
     "hygiene",
     "scan",
     "sbom_path",
+    "package_cache",
     "steps",
     "duration_s",
     "log_path",

@@ -42,13 +42,15 @@ def test_apt_tells_the_base_s_packages_from_the_bake_s() -> None:
     assert debian.from_base_repositories(POLICY, set()) == {"openssh-server", "libgreeting"}
 
 
-def test_apt_s_simulation_names_what_it_installs() -> None:
-    simulated = (
-        "The following NEW packages will be installed:\n  hello libgreeting\n"
-        "Inst libgreeting (1.0-1 localhost [amd64])\nInst hello (1.0-1 local-deb [all])\n"
-        "Conf libgreeting (1.0-1 localhost [amd64])\n"
-    )
-    assert debian.installed_names(simulated) == ["libgreeting", "hello"]
+def test_apt_s_changes_are_what_dpkg_lists_differently_after_the_install() -> None:
+    before = {"libc6:amd64": "2.36-9", "tzdata:all": "2024a-0", "hello:all": "0.9-1"}
+    after = {
+        "libc6:amd64": "2.36-9",
+        "tzdata:all": "2025a-0",
+        "hello:all": "1.0-1",
+        "libgreeting:amd64": "1",
+    }
+    assert debian.changed_since(before, after) == ["hello", "libgreeting", "tzdata"]
 
 
 # dnf 4's transaction table.
