@@ -390,8 +390,13 @@ class PackageCache:
         if not new:
             return
         vouched = provisioner.vouched_downloads(generation, new)
-        for path in vouched:
-            _link_or_copy(path, entry.packages / path.name)
+        try:
+            entry.packages.mkdir(exist_ok=True)  # an 'aminate cache clear' may have run
+            for path in vouched:
+                _link_or_copy(path, entry.packages / path.name)
+        except OSError as exc:  # the bake succeeded: the next one downloads them again
+            log.warning("cannot keep the downloaded packages in the cache: %s", exc)
+            return
         log.info("%d downloaded packages kept in the cache", len(vouched))
 
 

@@ -5,6 +5,9 @@ Every hook call of the session, in this process and in every ``aminate`` it star
 through the engine's hook-call monitoring (``AMINATOR_TRACE_PLUGINS`` naming a file), so that
 tests/test_hooks_called.py, which runs last, can tell which hooks the suite never called.
 
+As root, the session's temporary directories are on an XFS filesystem of its own, made for
+the session (tests/reflinkfs.py), so that the stores' copies are reflink clones.
+
 A passed test's temporary directory is removed at its teardown (``tmp_path_retention_policy``):
 image files are large, and a suite's worth of them would fill the disk. Before that removal,
 nothing may still be mounted (in any mount namespace), attached or running under it. At the end
@@ -13,6 +16,7 @@ rooted in the session's temporary directories (a gpg-agent a fixture never ended
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Generator
@@ -20,16 +24,24 @@ from pathlib import Path
 
 import pytest
 
+from tests import reflinkfs
 from tests.hookrecord import HOOK_CHECK_NODE, HOOK_RECORD_VARIABLE, whole_suite_key
 from tests.hoststate import held_under, processes_left_under, release_everything_under
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+session_resources = pytest.StashKey[contextlib.ExitStack]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     record = Path(tempfile.mkdtemp(prefix="aminator-hook-calls-")) / "calls.jsonl"
     record.touch()
     os.environ[HOOK_RECORD_VARIABLE] = str(record)
+    resources = config.stash[session_resources] = contextlib.ExitStack()
+    if os.geteuid() == 0 and not config.option.basetemp and reflinkfs.usable():
+        filesystem = resources.enter_context(reflinkfs.reflink_filesystem())
+        config.option.basetemp = str(filesystem / "pytest")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -37,6 +49,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if record.name == "calls.jsonl":
         record.unlink(missing_ok=True)
         record.parent.rmdir()
+    if session_resources in config.stash:
+        config.stash[session_resources].close()
 
 
 def whole_suite_selected(config: pytest.Config, items: list[pytest.Item]) -> bool:

@@ -48,6 +48,9 @@ APT_OPTIONS = [
     "Dpkg::Options::=--force-confdef",
     "-o",
     "Dpkg::Options::=--force-confold",
+    # No fsync per unpacked file: the engine syncs the whole filesystem before the snapshot.
+    "-o",
+    "Dpkg::Options::=--force-unsafe-io",
 ]
 #: With repositories added, one that cannot be fetched fails the update instead of a warning
 #: (``--error-on=any``, written as the option that apt older than 1.9.11 ignores).

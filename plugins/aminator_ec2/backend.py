@@ -30,13 +30,13 @@ from aminator_ec2.devices import (
 )
 from aminator_ec2.identity import InstanceIdentity, instance_identity
 from aminator_ec2.images import (
-    DEFAULT_OWNERS,
     BaseImage,
     Ec2Clients,
     configured_region,
     ec2_clients,
     resolve_base_image,
 )
+from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
 from aminator_ec2.waiting import poll_until
@@ -84,7 +84,7 @@ def _created(image: Mapping[str, Any]) -> datetime:
 class Ec2Cloud(CloudBackend):
     """Bakes on an EC2 instance; images are AMIs in this instance's region."""
 
-    name = "ec2"
+    name = CLOUD_NAME
 
     def __init__(self, settings: EngineSettings) -> None:
         own = settings.plugin(PLUGIN_NAME)

@@ -26,6 +26,7 @@ from aminator_ec2.aws import (
     new_boto3_session,
     quiet_aws_libraries,
 )
+from aminator_ec2.plugin import DEFAULT_OWNERS
 from aminator_ng.api import (
     AminatorError,
     ConfigError,
@@ -37,7 +38,6 @@ from aminator_ng.api import (
 log = logging.getLogger(__name__)
 
 SSM_PREFIX = "resolve:ssm:"
-DEFAULT_OWNERS = ("self", "amazon")
 
 #: ``uname -m`` names of the architectures EC2 knows, and EC2's own names for them.
 _ARCHITECTURES = {
