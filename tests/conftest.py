@@ -1,12 +1,18 @@
 """Shared test settings.
 
 Privileged tests need root; in CI (CI=true) they must run, and a skip of one counts as a failure.
-Every hook call of the session, in this process and in every ``aminate`` it starts, is recorded
-through the engine's hook-call monitoring (``AMINATOR_TRACE_PLUGINS`` naming a file), so that
-tests/test_hooks_called.py, which runs last, can tell which hooks the suite never called.
 
-As root, the session's temporary directories are on an XFS filesystem of its own, made for
-the session (tests/reflinkfs.py), so that the stores' copies are reflink clones.
+The suite runs in parallel (pytest-xdist, ``-n auto --dist loadfile``: a file's tests share a
+worker, and with it its fixtures). As root, each worker first takes a private mount namespace
+of its own: what a test mounts on the host (an exported image it inspects) is then invisible to
+the other worker's bakes, whose namespaces would otherwise hold it (and its loop device) until
+they end. The session's temporary directories are on an XFS filesystem made for the session
+(tests/reflinkfs.py), so that the stores' copies are reflink clones.
+
+Every hook call of the session, in every worker and in every ``aminate`` they start, is recorded
+through the engine's hook-call monitoring (``AMINATOR_TRACE_PLUGINS`` naming one file); once
+every worker has finished, the controlling process fails the session if a hook was never called
+(only when the whole suite ran).
 
 A passed test's temporary directory is removed at its teardown (``tmp_path_retention_policy``):
 image files are large, and a suite's worth of them would fill the disk. Before that removal,
@@ -24,8 +30,9 @@ from pathlib import Path
 
 import pytest
 
+from aminator_ng import syscalls
 from tests import reflinkfs
-from tests.hookrecord import HOOK_CHECK_NODE, HOOK_RECORD_VARIABLE, whole_suite_key
+from tests.hookrecord import HOOK_RECORD_VARIABLE, hooks_never_called
 from tests.hoststate import held_under, processes_left_under, release_everything_under
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,26 +41,39 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 session_resources = pytest.StashKey[contextlib.ExitStack]()
 
 
+def is_worker(config: pytest.Config) -> bool:
+    """An xdist worker (the controlling process sets up and checks the session)."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    resources = config.stash[session_resources] = contextlib.ExitStack()
+    if is_worker(config):
+        if os.geteuid() == 0:
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        return  # the record and the filesystem are the controlling process's, inherited
     record = Path(tempfile.mkdtemp(prefix="aminator-hook-calls-")) / "calls.jsonl"
     record.touch()
     os.environ[HOOK_RECORD_VARIABLE] = str(record)
-    resources = config.stash[session_resources] = contextlib.ExitStack()
+    resources.callback(_remove_record, record)
     if os.geteuid() == 0 and not config.option.basetemp and reflinkfs.usable():
         filesystem = resources.enter_context(reflinkfs.reflink_filesystem())
         config.option.basetemp = str(filesystem / "pytest")
 
 
+def _remove_record(record: Path) -> None:
+    os.environ.pop(HOOK_RECORD_VARIABLE, None)
+    record.unlink(missing_ok=True)
+    record.parent.rmdir()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    record = Path(os.environ.pop(HOOK_RECORD_VARIABLE, ""))
-    if record.name == "calls.jsonl":
-        record.unlink(missing_ok=True)
-        record.parent.rmdir()
     if session_resources in config.stash:
         config.stash[session_resources].close()
 
 
-def whole_suite_selected(config: pytest.Config, items: list[pytest.Item]) -> bool:
+def whole_suite_selected(config: pytest.Config) -> bool:
     """True when this session runs every test: no -k, -m or narrower paths, nothing deselected."""
     tests_root = Path(__file__).parent
     chosen = [Path(arg.split("::")[0]).resolve() for arg in config.args]
@@ -62,14 +82,24 @@ def whole_suite_selected(config: pytest.Config, items: list[pytest.Item]) -> boo
         and not config.getoption("keyword")
         and not config.getoption("markexpr")
         and not config.getoption("lf", False)
+        and not config.getoption("deselect", None)
     )
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every hookspec is called somewhere in the suite, by the engine, in a real command."""
+    config = session.config
+    if is_worker(config) or not whole_suite_selected(config) or session.testscollected == 0:
+        return
+    never_called = hooks_never_called(Path(os.environ[HOOK_RECORD_VARIABLE]))
+    if never_called:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"hooks no test exercises: {sorted(never_called)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The hook-call check runs after every other test, whose calls it reads.
-    last = [item for item in items if item.nodeid.startswith(HOOK_CHECK_NODE)]
-    items[:] = [item for item in items if item not in last] + last
-    config.stash[whole_suite_key] = whole_suite_selected(config, items)
     privileged = [item for item in items if item.get_closest_marker("privileged")]
     if os.geteuid() == 0 or not privileged:
         return

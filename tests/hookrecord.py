@@ -1,16 +1,25 @@
-"""The session's record of hook calls, shared by tests/conftest.py and the test that reads it.
-
-(A module of its own: conftest.py is imported by pytest under another name than
-``tests.conftest``, so objects defined there are not the ones a test module imports.)
+"""The session's record of hook calls: every plugin manager the engine builds (in the test
+processes, and in every ``aminate`` the integration tests start) appends one JSON line per hook
+call to the file ``AMINATOR_TRACE_PLUGINS`` names, with pluggy's hook-call monitoring; the
+session's end reads it (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
-#: Points at the session's record file; the engine appends one JSON line per hook call to it.
+from aminator_ng import hookspecs
+
+#: Points at the session's record file.
 HOOK_RECORD_VARIABLE = "AMINATOR_TRACE_PLUGINS"
-#: The test that reads the record; it runs after every other test.
-HOOK_CHECK_NODE = "tests/test_hooks_called.py"
-#: Whether this session runs the whole suite (set at collection).
-whole_suite_key = pytest.StashKey[bool]()
+
+
+def hook_names() -> set[str]:
+    return {name for name in vars(hookspecs) if name.startswith("aminator_")}
+
+
+def hooks_never_called(record: Path) -> set[str]:
+    """The hookspecs the record has no call of."""
+    called = {json.loads(line)["hook"] for line in record.read_text().splitlines() if line}
+    return hook_names() - called

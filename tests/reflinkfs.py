@@ -22,14 +22,16 @@ SIZE = 64 * 2**30
 
 
 @contextlib.contextmanager
-def reflink_filesystem() -> Iterator[Path]:
-    """An empty directory on a fresh XFS filesystem (reflink=1) for the context."""
-    scratch = Path(tempfile.mkdtemp(prefix="aminator-tests-"))
+def fresh_filesystem(kind: str, size: int = SIZE) -> Iterator[Path]:
+    """An empty directory on a fresh filesystem of ``kind`` ("xfs": with reflinks; "ext4":
+    without, so that every copy is a real one) for the context."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"aminator-tests-{kind}-"))
     try:
-        image = scratch / "xfs.img"
+        image = scratch / f"{kind}.img"
         with image.open("wb") as file:
-            file.truncate(SIZE)
-        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+            file.truncate(size)
+        options = ["-m", "reflink=1"] if kind == "xfs" else ["-F"]
+        subprocess.run([f"mkfs.{kind}", "-q", *options, str(image)], check=True)
         mount_point = scratch / "mnt"
         mount_point.mkdir()
         subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
@@ -41,6 +43,10 @@ def reflink_filesystem() -> Iterator[Path]:
                 subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def reflink_filesystem() -> contextlib.AbstractContextManager[Path]:
+    return fresh_filesystem("xfs")
 
 
 def usable() -> bool:

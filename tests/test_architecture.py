@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from aminator_ng import hookspecs
+from tests.hookrecord import hook_names
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_PACKAGES = {p.name for p in (REPO / "plugins").iterdir() if (p / "__init__.py").exists()}
@@ -39,10 +40,6 @@ def test_builtin_plugins_are_entry_points_of_the_distribution() -> None:
     setup = (REPO / "setup.cfg").read_text()
     for package in PLUGIN_PACKAGES:
         assert f"= {package}.plugin" in setup, f"{package} is not registered as an entry point"
-
-
-def hook_names() -> set[str]:
-    return {name for name in dir(hookspecs) if name.startswith("aminator_")}
 
 
 def test_every_hook_is_documented_in_the_hook_reference() -> None:
