@@ -50,8 +50,9 @@ COPYING = ("volume clone", "snapshot copy")
 @pytest.fixture
 def copying_workspace(base_raw: Path) -> Iterator[Workspace]:
     """A store on an ext4 filesystem of its own, where a volume or snapshot is a real copy."""
-    with reflinkfs.fresh_filesystem("ext4", 8 * 2**30) as root:
-        yield from store_holding(root, BASE_NAME, base_raw)
+    with reflinkfs.fresh_filesystem("ext4", 8 * 2**30) as filesystem:
+        # Below the mount point: the filesystem's own mount is no leftover of the bake.
+        yield from store_holding(filesystem / "store", BASE_NAME, base_raw)
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
