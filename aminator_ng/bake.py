@@ -55,7 +55,7 @@ from aminator_ng.model import (
 from aminator_ng.naming import sanitize_image_name
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.pipeline import Kept, Pipeline, Resource, Step
-from aminator_ng.pkgcache import CacheUse, PackageCache
+from aminator_ng.pkgcache import BakeIdentity, CacheUse, PackageCache
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
@@ -402,13 +402,10 @@ class Bake:
             max_age_s=self.request.index_max_age,
             refresh=self.request.refresh,
         )
+        assert state.base is not None
+        bake = BakeIdentity(self.bake_id, self.started.timestamp(), state.base.image_id)
         with cache.bound(
-            state.chroot,
-            state.provisioner,
-            layout,
-            self.work_dir / "package-cache",
-            self.bake_id,
-            self.started.timestamp(),
+            state.chroot, state.provisioner, layout, self.work_dir / "package-cache", bake
         ) as use:
             state.provisioner.install_cached(state.chroot, state.requests)
         self.cache_use = use

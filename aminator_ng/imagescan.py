@@ -202,27 +202,50 @@ def changed_files(
 ) -> Iterator[tuple[str, int, os.stat_result]]:
     """The regular files of the image's root filesystem changed at or after ``since`` (and
     ``wanted``, by their status): their path inside the image, a descriptor open for reading
-    (the caller closes it) and status."""
+    (the caller closes it) and status.
+
+    Each directory is opened beside its parent's descriptor (never by a path, never through a
+    symlink) and read with scandir, whose entry types spare a stat of every symlink and
+    device: the walk reads the whole tree of an image that has just been mounted. Depth first,
+    so that only one descriptor per level is open."""
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        root_device = os.fstat(root_fd).st_dev
-        for directory, subdirectories, files, dir_fd in os.fwalk(".", dir_fd=root_fd):
-            # Stay on the image's filesystem: /dev, /run and /sys are the bake's own mounts.
-            subdirectories[:] = [
-                name
-                for name in subdirectories
-                if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_dev == root_device
-            ]
-            inside = "/" + directory.removeprefix(".").strip("/")
-            for name in files:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if not stat.S_ISREG(info.st_mode) or info.st_ctime < since or not wanted(info):
-                    continue
-                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                fd = os.open(name, flags, dir_fd=dir_fd)
-                yield f"{inside.rstrip('/')}/{name}", fd, info
+        yield from _changed_below("", root_fd, os.fstat(root_fd).st_dev, since, wanted)
     finally:
         os.close(root_fd)
+
+
+def _changed_below(
+    inside: str,
+    dir_fd: int,
+    root_device: int,
+    since: float,
+    wanted: Callable[[os.stat_result], bool],
+) -> Iterator[tuple[str, int, os.stat_result]]:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.scandir(dir_fd) as listing:
+        entries = list(listing)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            # Stay on the image's filesystem: /dev, /run and /sys are the bake's own mounts.
+            if entry.stat(follow_symlinks=False).st_dev != root_device:
+                continue
+            subdirectory = os.open(entry.name, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+            try:
+                yield from _changed_below(
+                    f"{inside}/{entry.name}", subdirectory, root_device, since, wanted
+                )
+            finally:
+                os.close(subdirectory)
+        elif entry.is_file(follow_symlinks=False):
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_ctime < since or not wanted(info):
+                continue
+            yield (
+                f"{inside}/{entry.name}",
+                os.open(entry.name, flags | os.O_NONBLOCK, dir_fd=dir_fd),
+                info,
+            )
 
 
 def scan_changed_files(

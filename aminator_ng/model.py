@@ -99,6 +99,10 @@ class PackageCacheLayout:
     #: (``/var/cache/apt``), and the subdirectory of it holding the package files.
     downloads: str
     packages_subdir: str = ""
+    #: Files under ``downloads`` the package manager derives from the index alone (apt's
+    #: ``srcpkgcache.bin``): made by ``Provisioner.prepare_index`` before any package script
+    #: runs, and kept for the next bake of the same base image on the same index.
+    derived: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 INDEX = "index"
 CURRENT = "current"
 PACKAGES = "packages"
+DERIVED = "derived"
 KEY_FILE = "key.json"
 REFRESH_LOCK = "refresh.lock"
 #: Generations being fetched, and generations on their way out.
@@ -150,6 +151,15 @@ class CacheEntryUsage:
 
 
 @dataclass(frozen=True)
+class BakeIdentity:
+    """The bake using the cache: its id, when it began, and its base image's id."""
+
+    bake_id: str
+    started: float
+    base: str
+
+
+@dataclass(frozen=True)
 class CacheUse:
     """What one bake's install got from the cache, for its log and result."""
 
@@ -174,6 +184,11 @@ class CacheEntry:
         self.path = path
         self.index = path / INDEX
         self.packages = path / PACKAGES
+
+    def derived(self, generation: Path, base: str) -> Path:
+        """Where what the package manager derives from a generation is kept for one base
+        image (built by that image's own package manager, so trusted for it alone)."""
+        return self.path / DERIVED / generation.name / base
 
     def current(self) -> Path | None:
         try:
@@ -210,6 +225,10 @@ class CacheEntry:
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.is_dir() and not _remove_unless_in_use(entry):
                 log.debug("package lists %s are in use; kept", entry)
+        derived = self.path / DERIVED
+        for made_from in derived.iterdir() if derived.is_dir() else ():
+            if not (self.index / made_from.name).is_dir():
+                shutil.rmtree(made_from, ignore_errors=True)
 
     def usage(self) -> CacheEntryUsage:
         try:
@@ -265,8 +284,7 @@ class PackageCache:
         provisioner: Provisioner,
         layout: PackageCacheLayout,
         scratch: Path,
-        bake_id: str,
-        started: float,
+        bake: BakeIdentity,
     ) -> Iterator[CacheUse]:
         """For the context: the provisioner's index (fresh: fetched now when the cached one is
         too old, or when a refresh was asked for) and its cached downloads in the image, each
@@ -279,54 +297,71 @@ class PackageCache:
         if not (entry.path / KEY_FILE).exists():
             described = {"provisioner": provisioner.name, **layout.key}
             (entry.path / KEY_FILE).write_text(json.dumps(described, indent=2, sort_keys=True))
+        # With --refresh, only lists fetched since this bake began will do.
+        since = bake.started if self.refresh else 0.0
         with contextlib.ExitStack() as stack:
             # Last out: the upper directories, and lists fetched for this bake alone.
             stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+            generation = self._held_fresh(entry, since, stack)
+            how = "fresh"
             offered = scratch / "downloads-lower"
             packages_dir = offered / layout.packages_subdir
             packages_dir.mkdir(parents=True)
             cached = sorted(p for p in entry.packages.iterdir() if not p.name.startswith("."))
             for package in cached:
                 _link_or_copy(package, packages_dir / package.name)
-            # First in: even fetching the lists writes apt's own caches there.
+            if generation is not None:
+                derived = entry.derived(generation, bake.base)
+                for name in layout.derived:
+                    if (derived / name).is_file():
+                        _link_or_copy(derived / name, offered / name)
+            # Before the lists: even fetching them writes the package manager's own caches.
             upper = stack.enter_context(
                 _overlay(chroot, layout.downloads, offered, scratch / "downloads")
             )
-            generation, how = stack.enter_context(
-                self._index(entry, chroot, provisioner, layout, scratch, bake_id, started)
-            )
+            if generation is None:
+                with file_lock(entry.path / REFRESH_LOCK):
+                    # Another bake may have fetched them while this one waited for the lock.
+                    generation = self._held_fresh(entry, since, stack)
+                    if generation is None:
+                        generation, how = self._fetch(
+                            entry, chroot, provisioner, layout, scratch, bake.bake_id, stack
+                        )
+            log.info("package lists %s (%s)", how, generation)
             stack.enter_context(_overlay(chroot, layout.index, generation, scratch / "index"))
+            if how != "private" and layout.derived:
+                self._keep_derived(entry, generation, bake.base, chroot, provisioner, layout, upper)
             yield CacheUse(entry.path, how, len(cached))
             if how != "private":
                 self._keep_downloads(entry, generation, provisioner, upper / layout.packages_subdir)
 
-    @contextlib.contextmanager
-    def _index(
+    def _keep_derived(
         self,
         entry: CacheEntry,
+        generation: Path,
+        base: str,
         chroot: Chroot,
         provisioner: Provisioner,
         layout: PackageCacheLayout,
-        scratch: Path,
-        bake_id: str,
-        started: float,
-    ) -> Iterator[tuple[Path, str]]:
-        """A generation of the index, held for the context, and how it was had."""
-        # With --refresh, only lists fetched since this bake began will do.
-        since = started if self.refresh else 0.0
-        with contextlib.ExitStack() as held:
-            generation = self._held_fresh(entry, since, held)
-            how = "fresh"
-            if generation is None:
-                with file_lock(entry.path / REFRESH_LOCK):
-                    # Another bake may have fetched them while this one waited for the lock.
-                    generation = self._held_fresh(entry, since, held)
-                    if generation is None:
-                        generation, how = self._fetch(
-                            entry, chroot, provisioner, layout, scratch, bake_id, held
-                        )
-            log.info("package lists %s (%s)", how, generation)
-            yield generation, how
+        upper: Path,
+    ) -> None:
+        """What the package manager derives from the lists, kept for the next bake of this
+        base on these lists: made now, before any package script can write there."""
+        derived = entry.derived(generation, base)
+        if derived.is_dir():
+            return
+        if not all((upper / name).is_file() for name in layout.derived):
+            provisioner.prepare_index(chroot)
+        made = derived.with_name(f"{NEW_PREFIX}{derived.name}.{os.getpid()}")
+        made.mkdir(parents=True)
+        try:
+            for name in layout.derived:
+                if (upper / name).is_file():
+                    shutil.copyfile(upper / name, made / name)
+            made.rename(derived)
+        except OSError as exc:  # another bake of this base kept them first, or the disk is full
+            log.debug("not keeping %s: %s", derived, exc)
+            shutil.rmtree(made, ignore_errors=True)
 
     def _held_fresh(
         self, entry: CacheEntry, since: float, held: contextlib.ExitStack

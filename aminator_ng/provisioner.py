@@ -109,6 +109,12 @@ class Provisioner(abc.ABC):
         ``index`` lists: only they join the cache."""
         return []
 
+    def prepare_index(self, chroot: Chroot) -> None:
+        """Make the layout's ``derived`` files from the index now (apt: ``apt-cache
+        gencaches``), so that the engine keeps them before any package script runs. Needed
+        only with ``derived`` files in the layout."""
+        raise NotImplementedError
+
     def install_cached(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         """``install``, with the index fresh and the cached downloads in place in the image:
         neither fetch the index nor clean the downloads (the engine's overlays take them away)."""

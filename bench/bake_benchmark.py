@@ -240,29 +240,37 @@ def volumes(bench: Bench, base_raw: Path, runs: int) -> None:
 
 def concurrent(bench: Bench, runs: int) -> None:
     bench.bake("bench-base")
-    one = [bench.bake("bench-base").wall_s for _ in range(runs)]
-    four = []
+    alone = [bench.bake("bench-base") for _ in range(runs)]
+    four: list[float] = []
+    together: list[Run] = []
     for _ in range(runs):
         started = time.monotonic()
         processes = [
             subprocess.Popen(
                 [*AMINATE, "-b", "bench-base", "--output", "json", str(bench.deb)],
                 env=bench.env,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(4)
         ]
         for process in processes:
-            _, stderr = process.communicate()
+            stdout, stderr = process.communicate()
             if process.returncode != 0:
                 raise SystemExit(f"a concurrent bake failed:\n{stderr}")
+            together.append(Run(0.0, 0.0, json.loads(stdout)))
         four.append(time.monotonic() - started)
+    one = median([r.wall_s for r in alone])
     print(
-        f"concurrent: one bake {median(one):.2f} s, four at once {median(four):.2f} s: "
-        f"{median(four) / median(one):.2f}x (median of {runs}, {os.cpu_count()} CPUs)"
+        f"concurrent: one bake {one:.2f} s, four at once {median(four):.2f} s: "
+        f"{median(four) / one:.2f}x (median of {runs}, {os.cpu_count()} CPUs)"
     )
+    steps = ("create_volume", "install", "hygiene", "scan", "sbom", "unmount", "snapshot")
+    by_step = zip(
+        step_times(alone, steps).items(), step_times(together, steps).values(), strict=True
+    )
+    print("  steps alone / in four: " + ", ".join(f"{n} {a:.2f}/{b:.2f}" for (n, a), b in by_step))
 
 
 def main() -> None:

@@ -183,6 +183,9 @@ class AptProvisioner(Provisioner):
     def vouched_downloads(self, index: Path, downloads: Sequence[Path]) -> list[Path]:
         return vouched_debs(index, downloads)
 
+    def prepare_index(self, chroot: Chroot) -> None:
+        self._apt(chroot).run(["apt-cache", "gencaches"], what="build apt's package cache")
+
     @contextlib.contextmanager
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]

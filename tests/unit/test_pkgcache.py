@@ -14,7 +14,7 @@ import pytest
 
 from aminator_ng import pkgcache
 from aminator_ng.model import PackageCacheLayout, PackageInfo, PackageRequest
-from aminator_ng.pkgcache import CacheEntry, PackageCache, key_digest
+from aminator_ng.pkgcache import BakeIdentity, CacheEntry, PackageCache, key_digest
 from aminator_ng.provisioner import Provisioner
 
 LAYOUT = PackageCacheLayout({"sources": "abc", "architectures": "amd64"}, "/lists", "/dl", "arc")
@@ -22,7 +22,8 @@ LAYOUT = PackageCacheLayout({"sources": "abc", "architectures": "amd64"}, "/list
 
 class FetchingProvisioner(Provisioner):
     """Fetches by writing a list into the directory bound at the index; vouches for every
-    download whose name does not say otherwise."""
+    download whose name does not say otherwise; derives ``cache.bin`` from the lists. Stands
+    in for the chroot too: the fake mounts tell it what the image would see."""
 
     name = "fake"
 
@@ -30,7 +31,10 @@ class FetchingProvisioner(Provisioner):
         self.verifiable = verifiable
         self.fetch_s = fetch_s
         self.fetches = 0
+        self.preparations = 0
         self.bound: Path | None = None
+        self.seen: dict[str, Path] = {}
+        self.downloads_upper: Path | None = None
 
     def refresh_index(self, chroot: Any) -> None:
         assert self.bound is not None
@@ -44,6 +48,11 @@ class FetchingProvisioner(Provisioner):
     def vouched_downloads(self, index: Path, downloads: Sequence[Path]) -> list[Path]:
         return [path for path in downloads if "unvouched" not in path.name]
 
+    def prepare_index(self, chroot: Any) -> None:
+        assert self.downloads_upper is not None
+        self.preparations += 1
+        (self.downloads_upper / "cache.bin").write_text("derived\n")
+
     def install(self, chroot: Any, packages: Sequence[PackageRequest]) -> None:
         raise AssertionError("not called here")
 
@@ -54,10 +63,10 @@ class FetchingProvisioner(Provisioner):
         return []
 
 
-@pytest.fixture
-def binding(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FetchingProvisioner]]:
-    """Stands in for the bind mount: the provisioner sees the directory it would be given."""
-    provisioners: list[FetchingProvisioner] = []
+@pytest.fixture(autouse=True)
+def fake_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand in for the bind mount and the overlays: the provisioner (the "chroot") learns
+    which directory it would see where."""
 
     @contextlib.contextmanager
     def bound(chroot: Any, inside: str, source: Path, **options: Any) -> Iterator[None]:
@@ -65,19 +74,34 @@ def binding(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FetchingProvisione
         chroot.bound = source
         yield
 
+    @contextlib.contextmanager
+    def overlay(chroot: Any, inside: str, lower: Path, scratch: Path) -> Iterator[Path]:
+        upper = scratch / "upper"
+        upper.mkdir(parents=True)
+        chroot.seen[inside] = lower
+        if inside == LAYOUT.downloads:
+            chroot.downloads_upper = upper
+        yield upper
+
     monkeypatch.setattr(pkgcache, "mounted_inside", bound)
-    yield provisioners
+    monkeypatch.setattr(pkgcache, "_overlay", overlay)
 
 
+@contextlib.contextmanager
 def use_index(
-    cache: PackageCache, provisioner: FetchingProvisioner, tmp_path: Path, bake: str
-) -> contextlib.AbstractContextManager[tuple[Path, str]]:
-    entry = CacheEntry(cache.directory / f"fake-{key_digest('fake', LAYOUT.key)}")
-    entry.index.mkdir(parents=True, exist_ok=True)
+    cache: PackageCache,
+    provisioner: FetchingProvisioner,
+    tmp_path: Path,
+    bake: str,
+    layout: PackageCacheLayout = LAYOUT,
+    base: str = "img-base",
+) -> Iterator[tuple[Path, str]]:
+    """A bake's use of the cache: the lists it was given, and how it had them."""
     scratch = tmp_path / bake
-    scratch.mkdir(exist_ok=True)
-    # The fake takes the bound directory through the "chroot" it is given.
-    return cache._index(entry, provisioner, provisioner, LAYOUT, scratch, bake, time.time())  # type: ignore[arg-type]
+    identity = BakeIdentity(bake, time.time(), base)
+    # The fake provisioner is the "chroot" too.
+    with cache.bound(provisioner, provisioner, layout, scratch, identity) as use:  # type: ignore[arg-type]
+        yield provisioner.seen[layout.index], use.index
 
 
 def test_the_key_is_the_provisioner_and_what_determines_its_lists() -> None:
@@ -86,9 +110,7 @@ def test_the_key_is_the_provisioner_and_what_determines_its_lists() -> None:
     assert key_digest("apt", {"sources": "a"}) != key_digest("dnf", {"sources": "a"})
 
 
-def test_fresh_lists_are_used_and_stale_ones_fetched_again(
-    binding: list[FetchingProvisioner], tmp_path: Path
-) -> None:
+def test_fresh_lists_are_used_and_stale_ones_fetched_again(tmp_path: Path) -> None:
     cache = PackageCache(tmp_path / "cache", max_age_s=3600)
     provisioner = FetchingProvisioner()
     with use_index(cache, provisioner, tmp_path, "b1") as (first, how):
@@ -111,9 +133,7 @@ def test_fresh_lists_are_used_and_stale_ones_fetched_again(
     assert provisioner.fetches == 3
 
 
-def test_a_generation_in_use_is_not_pruned(
-    binding: list[FetchingProvisioner], tmp_path: Path
-) -> None:
+def test_a_generation_in_use_is_not_pruned(tmp_path: Path) -> None:
     provisioner = FetchingProvisioner()
     with use_index(PackageCache(tmp_path / "c"), provisioner, tmp_path, "b1") as (held, _):
         with use_index(PackageCache(tmp_path / "c", max_age_s=0), provisioner, tmp_path, "b2") as (
@@ -127,30 +147,41 @@ def test_a_generation_in_use_is_not_pruned(
         assert not held.exists()
 
 
-def test_bakes_that_find_no_lists_at_once_wait_for_one_fetch(
-    binding: list[FetchingProvisioner], tmp_path: Path
-) -> None:
+def test_bakes_that_find_no_lists_at_once_wait_for_one_fetch(tmp_path: Path) -> None:
     cache = PackageCache(tmp_path / "cache")
-    provisioner = FetchingProvisioner(fetch_s=0.3)
+    provisioners = [FetchingProvisioner(fetch_s=0.3) for _ in range(4)]
     seen: list[tuple[str, str]] = []
 
-    def bake(name: str) -> None:
-        with use_index(cache, provisioner, tmp_path, name) as (generation, how):
+    def bake(number: int) -> None:
+        with use_index(cache, provisioners[number], tmp_path, f"b{number}") as (generation, how):
             seen.append((generation.name, how))
 
-    threads = [threading.Thread(target=bake, args=(f"b{n}",)) for n in range(4)]
+    threads = [threading.Thread(target=bake, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert provisioner.fetches == 1
+    assert sum(p.fetches for p in provisioners) == 1
     assert len({name for name, _ in seen}) == 1
     assert sorted(how for _, how in seen) == ["fresh", "fresh", "fresh", "refreshed"]
 
 
-def test_lists_that_cannot_be_verified_serve_their_bake_only(
-    binding: list[FetchingProvisioner], tmp_path: Path
-) -> None:
+def test_what_is_derived_from_the_lists_is_kept_per_base_image(tmp_path: Path) -> None:
+    cache = PackageCache(tmp_path / "cache")
+    layout = PackageCacheLayout(LAYOUT.key, LAYOUT.index, LAYOUT.downloads, "arc", ("cache.bin",))
+    provisioner = FetchingProvisioner()
+    with use_index(cache, provisioner, tmp_path, "b1", layout):
+        assert provisioner.preparations == 1
+    with use_index(cache, provisioner, tmp_path, "b2", layout):
+        # Offered to the next bake of the base, and not made again.
+        assert (provisioner.seen[LAYOUT.downloads] / "cache.bin").read_text() == "derived\n"
+        assert provisioner.preparations == 1
+    with use_index(cache, provisioner, tmp_path, "b3", layout, base="img-other"):
+        assert not (provisioner.seen[LAYOUT.downloads] / "cache.bin").exists()
+        assert provisioner.preparations == 2
+
+
+def test_lists_that_cannot_be_verified_serve_their_bake_only(tmp_path: Path) -> None:
     cache = PackageCache(tmp_path / "cache")
     provisioner = FetchingProvisioner(verifiable=False)
     with use_index(cache, provisioner, tmp_path, "b1") as (private, how):
@@ -178,7 +209,7 @@ def test_only_regular_vouched_downloads_join_the_cache(tmp_path: Path) -> None:
     assert (entry.packages / "good_1_all.deb").read_bytes() == b"good"
 
 
-def test_clear_keeps_what_a_bake_holds(binding: list[FetchingProvisioner], tmp_path: Path) -> None:
+def test_clear_keeps_what_a_bake_holds(tmp_path: Path) -> None:
     cache = PackageCache(tmp_path / "cache")
     provisioner = FetchingProvisioner()
     with use_index(cache, provisioner, tmp_path, "b1") as (held, _):
