@@ -60,7 +60,7 @@ from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
-from aminator_ng.sbom import Sbom, build_sbom
+from aminator_ng.sbom import Sbom, build_sbom, load_schema_checker_meanwhile
 from aminator_ng.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -391,6 +391,7 @@ class Bake:
     def install(self) -> None:
         state = self
         assert state.provisioner and state.chroot
+        load_schema_checker_meanwhile()
         layout = (
             state.provisioner.package_cache(state.chroot) if self.request.package_cache else None
         )

@@ -6,12 +6,15 @@ so it names the image but cannot carry the image id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.model import Property
@@ -26,6 +29,9 @@ from packageurl import PackageURL
 
 from aminator_ng.errors import BakeError
 from aminator_ng.model import Image, SbomPackage
+
+if TYPE_CHECKING:
+    from cyclonedx.validation.json import JsonStrictValidator
 
 SCHEMA_VERSION = SchemaVersion.V1_6
 COMPONENTS_TAG = "sbom_components"
@@ -66,6 +72,21 @@ class Sbom:
         components = document.get("components", [])
         count = len(components) if isinstance(components, list) else 0
         return cls(data, count, hashlib.sha256(data).hexdigest())
+
+
+@functools.cache
+def schema_checker() -> JsonStrictValidator:
+    """The CycloneDX schema check. Imported only when a bake needs it: loading it takes a
+    tenth of a second (see ``load_schema_checker_meanwhile``)."""
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    return JsonStrictValidator(SCHEMA_VERSION)
+
+
+def load_schema_checker_meanwhile() -> None:
+    """Load the schema check in a thread of its own, while the bake waits for the package
+    manager: the ``sbom`` step then finds it loaded (or waits for the import to finish)."""
+    threading.Thread(target=schema_checker, name="load-sbom-schema", daemon=True).start()
 
 
 def build_sbom(
@@ -110,10 +131,7 @@ def build_sbom(
     # The image holds every package (each package's own dependencies are not recorded).
     bom.dependencies.add(Dependency(image.bom_ref, [Dependency(c.bom_ref) for c in components]))
     text = _in_order(JsonV1Dot6(bom).output_as_string(), [str(c.bom_ref) for c in components])
-    # Imported here: only a bake checks a schema, and loading them takes a tenth of a second.
-    from cyclonedx.validation.json import JsonStrictValidator
-
-    error = JsonStrictValidator(SCHEMA_VERSION).validate_str(text)
+    error = schema_checker().validate_str(text)
     if error is not None:
         raise BakeError(
             f"the image's SBOM is not valid CycloneDX {SCHEMA_VERSION.to_version()}: "

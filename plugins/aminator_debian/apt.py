@@ -55,8 +55,10 @@ APT_OPTIONS = [
 #: With repositories added, one that cannot be fetched fails the update instead of a warning
 #: (``--error-on=any``, written as the option that apt older than 1.9.11 ignores).
 STRICT_UPDATE = ["-o", "APT::Update::Error-Mode=any"]
-#: A bake never reads the packages' translated descriptions: a third of bookworm's lists.
-NO_TRANSLATIONS = ["-o", "Acquire::Languages=none"]
+#: What a bake's lists are fetched as: no translated descriptions, which a bake never reads
+#: (a third of bookworm's lists), and gzip before xz, which takes half the CPU to unpack for
+#: about the same time on the wire.
+UPDATE_OPTIONS = ["-o", "Acquire::Languages=none", "-o", "Acquire::CompressionTypes::Order::=gz"]
 MANIFEST_FORMAT = (
     "\\t".join(
         [
@@ -207,7 +209,7 @@ class AptProvisioner(Provisioner):
         added = has_added_repositories(apt)
         try:
             apt.run(
-                ["apt-get", "update", *NO_TRANSLATIONS, *(STRICT_UPDATE if added else [])],
+                ["apt-get", "update", *UPDATE_OPTIONS, *(STRICT_UPDATE if added else [])],
                 what="apt-get update in the image",
                 hint="the image's apt sources must be reachable from this host",
             )
