@@ -36,7 +36,7 @@ READ_ONLY_PROC = ("/proc/sys", "/proc/sysrq-trigger")
 REAP_INTERVAL_S = 5.0
 
 
-#: Directories any root has, to step out of a chroot through (see ``_make_namespace_private``).
+#: Directories any root has, to step out of a chroot through (see ``make_namespace_private``).
 STEP_OUT_THROUGH = ("/proc", "/dev", "/sys", "/tmp")
 
 
@@ -44,7 +44,7 @@ def _make_private(path: str) -> None:
     syscalls.mount(None, path, None, syscalls.MS_REC | syscalls.MS_PRIVATE)
 
 
-def _make_namespace_private() -> None:
+def make_namespace_private() -> None:
     """Make every mount of this (new) mount namespace private, so that nothing mounted from now
     on propagates back to the namespace it was copied from.
 
@@ -98,7 +98,7 @@ def hold(engine_pid: int, hostname: str) -> int:
     if os.getppid() != engine_pid:  # the engine died before the line above
         return 1
     syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWPID | syscalls.CLONE_NEWUTS)
-    _make_namespace_private()
+    make_namespace_private()
     syscalls.sethostname(hostname)
     # The holder keeps the lifeline's write end (and never writes): the init sees it close if
     # the holder died before the init could ask to die with it. The init says it is ready, so
@@ -181,7 +181,7 @@ def image(root: str, hostname: str, command: Sequence[str], *, attached: bool = 
     # Nothing the command mounts propagates back: it mounts below the image root only.
     try:
         _make_private("/")
-    except OSError as error:  # a root that is not a mount point (see _make_namespace_private)
+    except OSError as error:  # a root that is not a mount point (see make_namespace_private)
         if error.errno != errno.EINVAL:
             raise
         _make_private(root)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import syscalls
+from aminator_ng import sandbox, syscalls
 from tests import reflinkfs
 from tests.hookrecord import HOOK_RECORD_VARIABLE, hooks_never_called
 from tests.hoststate import held_under, processes_left_under, release_everything_under
@@ -50,8 +50,15 @@ def pytest_configure(config: pytest.Config) -> None:
     resources = config.stash[session_resources] = contextlib.ExitStack()
     if is_worker(config):
         if os.geteuid() == 0:
-            syscalls.unshare(syscalls.CLONE_NEWNS)
-            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+            # As a bake's namespace is made (also when the suite runs in a chroot, whose root
+            # is no mount point); making it may step out of the chroot and back, to "/".
+            working_directory = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                syscalls.unshare(syscalls.CLONE_NEWNS)
+                sandbox.make_namespace_private()
+            finally:
+                os.fchdir(working_directory)
+                os.close(working_directory)
         return  # the record and the filesystem are the controlling process's, inherited
     record = Path(tempfile.mkdtemp(prefix="aminator-hook-calls-")) / "calls.jsonl"
     record.touch()
