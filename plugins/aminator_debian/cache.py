@@ -24,9 +24,9 @@ from aminator_ng.api import Chroot, CommandError, PackageCacheLayout, run
 LISTS = "/var/lib/apt/lists"
 APT_CACHE = "/var/cache/apt"
 ARCHIVES = "archives"
-#: apt's cache of the lists (a second of CPU to build from bookworm's): the binary cache of
-#: the installed packages (pkgcache.bin) is made from it and the image's dpkg status.
-SOURCE_CACHE = "srcpkgcache.bin"
+#: apt's binary caches: of the lists (a second of CPU to build from bookworm's), and of the
+#: lists with the image's dpkg status, which is the base's own until the install.
+APT_BINARY_CACHES = ("srcpkgcache.bin", "pkgcache.bin")
 APT_DIR = "/etc/apt"
 DPKG_ARCHITECTURES = "/var/lib/dpkg/arch"
 #: What apt reads its sources, keys and configuration from, besides ``signed-by`` files.
@@ -94,7 +94,7 @@ def cache_key(chroot: Chroot) -> AptCacheKey:
         "configuration": _digest(configuration),
         "architectures": " ".join(architectures(chroot)),
     }
-    layout = PackageCacheLayout(key, LISTS, APT_CACHE, ARCHIVES, derived=(SOURCE_CACHE,))
+    layout = PackageCacheLayout(key, LISTS, APT_CACHE, ARCHIVES, derived=APT_BINARY_CACHES)
     return AptCacheKey(layout, tuple(content for _, content in keyrings))
 
 
