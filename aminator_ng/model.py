@@ -99,9 +99,9 @@ class PackageCacheLayout:
     #: (``/var/cache/apt``), and the subdirectory of it holding the package files.
     downloads: str
     packages_subdir: str = ""
-    #: Files under ``downloads`` the package manager derives from the index alone (apt's
-    #: ``srcpkgcache.bin``): made by ``Provisioner.prepare_index`` before any package script
-    #: runs, and kept for the next bake of the same base image on the same index.
+    #: Files under ``downloads`` the package manager derives from the index and the base's own
+    #: state (apt's binary caches): made by ``Provisioner.prepare_index`` before any package
+    #: script runs, and kept for the next bake of the same base image on the same index.
     derived: tuple[str, ...] = ()
 
 
