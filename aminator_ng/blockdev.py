@@ -239,12 +239,18 @@ def _wait_for_autoclear(device: Path, image: Path) -> None:
 
 
 def detach_loop_device(device: Path, attempts: int = 10) -> None:
-    """``losetup -d``, retried while the kernel still holds the device briefly after unmount."""
+    """``losetup -d``, retried while the kernel still holds the device briefly after unmount;
+    then until the kernel has let it go. A device still in use (mounted in the namespace of a
+    killed bake, which the kernel is still taking down) is only marked for autoclear by the
+    detach, and goes once that use ends."""
     if partitions(device):  # never leave partitions for the device's next user
         run(["partx", "-d", device], what=f"remove partitions of {device}", check=False)
+    attached = backing_file(device)
     for attempt in range(1, attempts + 1):
         try:
             run(["losetup", "--detach", device], what=f"detach {device}")
+            if attached is not None:
+                _wait_for_autoclear(device, attached)
             return
         except CommandError as exc:
             if "No such device" in exc.stderr_tail:
