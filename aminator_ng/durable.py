@@ -24,3 +24,12 @@ def write_whole(destination: Path, data: bytes, *, mode: int = 0o644) -> None:
         partial.rename(destination)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def sync_file(path: Path) -> None:
+    """``path``'s data on disk, written by someone else without a sync."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aminator_ng.chroot import Chroot, mounted_inside
+from aminator_ng.durable import sync_file
 from aminator_ng.errors import RequestError
 from aminator_ng.locks import file_lock
 from aminator_ng.model import PackageCacheLayout
@@ -358,6 +359,7 @@ class PackageCache:
             for name in layout.derived:
                 if (upper / name).is_file():
                     shutil.copyfile(upper / name, made / name)
+                    sync_file(made / name)
             made.rename(derived)
         except OSError as exc:  # another bake of this base kept them first, or the disk is full
             log.debug("not keeping %s: %s", derived, exc)
@@ -428,6 +430,7 @@ class PackageCache:
         try:
             entry.packages.mkdir(exist_ok=True)  # an 'aminate cache clear' may have run
             for path in vouched:
+                sync_file(path)
                 _link_or_copy(path, entry.packages / path.name)
         except OSError as exc:  # the bake succeeded: the next one downloads them again
             log.warning("cannot keep the downloaded packages in the cache: %s", exc)
@@ -461,6 +464,8 @@ def _overlay(chroot: Chroot, inside: str, lower: Path, scratch: Path) -> Iterato
             f"the image has no {inside} directory for the package cache",
             hint="bake with --no-package-cache",
         )
-    options = [f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}"]
+    # volatile: no syncfs of the host's filesystem at unmount; what is kept from the upper
+    # directory is synced on its own (sync_file), the rest is thrown away.
+    options = [f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}", "volatile"]
     with mounted_inside(chroot, inside, "overlay", fstype="overlay", options=options):
         yield upper

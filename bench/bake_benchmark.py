@@ -15,7 +15,8 @@ the filesystem of the system's temporary directory (``--store here``). Modes:
   update, apt-get install ./pkg.deb, clean, tear down), alternating, N times each. Prints each
   one's median wall and CPU time, the ratios, and the bake's own extra steps.
 - ``volumes``: the create_volume and snapshot steps of bakes onto a 2 GiB and a 32 GiB base.
-- ``concurrent``: the wall time of one bake, and of 4 started at once.
+- ``concurrent``: the wall time of one bake, and of 4 started at once, alternating; and the same
+  for a piece of pure CPU work, which shows how four processes scale on the machine's CPUs.
 
 Figures are printed, never asserted: this is not a test.
 """
@@ -238,33 +239,52 @@ def volumes(bench: Bench, base_raw: Path, runs: int) -> None:
         )
 
 
+def four_at_once(argv: Sequence[str], env: dict[str, str]) -> tuple[float, list[str]]:
+    """The wall time of four copies of a command started together, and their outputs."""
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a concurrent run of {argv[0]} failed:\n{stderr}")
+        outputs.append(stdout)
+    return time.monotonic() - started, outputs
+
+
+#: Pure CPU work of about the size of a bake's: how four processes on this machine's CPUs
+#: scale, the floor for four bakes that are mostly CPU.
+CPU_REFERENCE = [sys.executable, "-c", "sum(i * i for i in range(25_000_000))"]
+
+
 def concurrent(bench: Bench, runs: int) -> None:
     bench.bake("bench-base")
-    alone = [bench.bake("bench-base") for _ in range(runs)]
+    alone: list[Run] = []
     four: list[float] = []
     together: list[Run] = []
-    for _ in range(runs):
-        started = time.monotonic()
-        processes = [
-            subprocess.Popen(
-                [*AMINATE, "-b", "bench-base", "--output", "json", str(bench.deb)],
-                env=bench.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        for process in processes:
-            stdout, stderr = process.communicate()
-            if process.returncode != 0:
-                raise SystemExit(f"a concurrent bake failed:\n{stderr}")
-            together.append(Run(0.0, 0.0, json.loads(stdout)))
-        four.append(time.monotonic() - started)
+    reference_one: list[float] = []
+    reference_four: list[float] = []
+    for _ in range(runs):  # alternating, so that the machine's drift falls on both alike
+        alone.append(bench.bake("bench-base"))
+        wall, outputs = four_at_once(
+            [*AMINATE, "-b", "bench-base", "--output", "json", str(bench.deb)], bench.env
+        )
+        four.append(wall)
+        together.extend(Run(0.0, 0.0, json.loads(stdout)) for stdout in outputs)
+        reference_one.append(timed(CPU_REFERENCE, bench.env)[0].wall_s)
+        reference_four.append(four_at_once(CPU_REFERENCE, bench.env)[0])
     one = median([r.wall_s for r in alone])
     print(
         f"concurrent: one bake {one:.2f} s, four at once {median(four):.2f} s: "
         f"{median(four) / one:.2f}x (median of {runs}, {os.cpu_count()} CPUs)"
+    )
+    reference = median(reference_four) / median(reference_one)
+    print(
+        f"  pure CPU work for reference: one {median(reference_one):.2f} s, four at once "
+        f"{median(reference_four):.2f} s: {reference:.2f}x"
     )
     steps = ("create_volume", "install", "hygiene", "scan", "sbom", "unmount", "snapshot")
     by_step = zip(
