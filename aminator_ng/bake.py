@@ -60,7 +60,7 @@ from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
-from aminator_ng.sbom import Sbom, build_sbom, load_schema_checker_meanwhile
+from aminator_ng.sbom import Sbom, prepare_meanwhile
 from aminator_ng.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,7 @@ class Bake:
     def install(self) -> None:
         state = self
         assert state.provisioner and state.chroot
-        load_schema_checker_meanwhile()
+        prepare_meanwhile()
         layout = (
             state.provisioner.package_cache(state.chroot) if self.request.package_cache else None
         )
@@ -493,6 +493,9 @@ class Bake:
                 f"provisioner {state.provisioner.name} described {len(packages)} packages for "
                 f"the SBOM, not the manifest's {len(state.manifest)}"
             )
+        # Imported here, not with this module: the thread of prepare_meanwhile loaded it.
+        from aminator_ng.sbom_document import build_sbom
+
         sbom = build_sbom(
             image_name=state.spec.name,
             image_description=state.spec.description,

@@ -260,7 +260,7 @@ def scan_changed_files(
             if info.st_size > MAX_SCANNED_BYTES:
                 too_large.append(path)
                 continue
-            data = file.read(MAX_SCANNED_BYTES + 1)
+            data = file.read(info.st_size)
         scanned += 1
         kinds = scanner.kinds_in(data)
         if not kinds:
