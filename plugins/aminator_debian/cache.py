@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from aminator_debian.shipped import DPKG_STATUS
+from aminator_debian.shipped import installed_versions
 from aminator_ng.api import Chroot, CommandError, PackageCacheLayout, run
 
 LISTS = "/var/lib/apt/lists"
@@ -101,13 +101,8 @@ def cache_key(chroot: Chroot) -> AptCacheKey:
 def architectures(chroot: Chroot) -> list[str]:
     """dpkg's architectures: its own (the native one), then those added to it, as dpkg keeps
     them (``/var/lib/dpkg/arch``)."""
-    native = ""
-    if chroot.is_file(DPKG_STATUS):
-        status = chroot.read_bytes(DPKG_STATUS).decode(errors="replace")
-        for stanza in status.split("\n\n"):
-            if re.search(r"^Package: dpkg$", stanza, re.M):
-                found = re.search(r"^Architecture: (\S+)$", stanza, re.M)
-                native = found.group(1) if found else ""
+    dpkg = [key for key in installed_versions(chroot) if key.startswith("dpkg:")]
+    native = dpkg[0].removeprefix("dpkg:") if dpkg else ""
     added = []
     if chroot.is_file(DPKG_ARCHITECTURES):
         added = chroot.read_bytes(DPKG_ARCHITECTURES).decode(errors="replace").split()
