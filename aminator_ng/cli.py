@@ -479,8 +479,6 @@ def open_bake_log(path: Path) -> logging.Handler:
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    # The SBOM library's serializer logs every licence it writes: noise, and time.
-    logging.getLogger("py_serializable").setLevel(logging.INFO)
     return handler
 
 

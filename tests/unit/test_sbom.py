@@ -193,13 +193,29 @@ def test_an_invalid_package_url_names_the_package() -> None:
 
 
 def test_an_invalid_document_says_what_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = sbom_module._in_order
+    original = sbom_module._text
 
-    def with_a_stray_member(text: str, refs: Any) -> str:
-        bom = json.loads(original(text, refs))
+    def with_a_stray_member(bom: dict[str, Any]) -> str:
         bom["metadata"]["stray"] = True
-        return json.dumps(bom)
+        return original(bom)
 
-    monkeypatch.setattr(sbom_module, "_in_order", with_a_stray_member)
+    monkeypatch.setattr(sbom_module, "_text", with_a_stray_member)
     with pytest.raises(BakeError, match=r"not valid CycloneDX 1\.6: .*'stray'.* \(at /metadata\)"):
         build()
+
+
+def test_the_schema_check_still_refuses_a_component_listed_twice() -> None:
+    bom = document(build())
+    bom["components"].append(dict(bom["components"][0]))
+    errors = list(sbom_module.schema_checker().iter_errors(bom))
+    assert [list(e.absolute_path) for e in errors] == [["components"]]
+    assert "the same item twice" in errors[0].message
+
+
+def test_items_equal_as_json_are_the_same_item_to_the_schema_check() -> None:
+    unique = {"type": "array", "uniqueItems": True}
+    check = sbom_module.schema_checker().evolve(schema=unique)
+    assert not check.is_valid([1, 1.0])
+    assert not check.is_valid([{"a": [1]}, {"a": [1.0]}])
+    assert check.is_valid([1, True, "1"])
+    assert check.is_valid([{"a": 1}, {"a": 2}])
