@@ -115,6 +115,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
     partial.replace(target)
 
 
+def unpublished_lists(cache_dir: Path, bake_id: str) -> list[Path]:
+    """The package lists a bake was fetching when it died, never published: for ``aminate
+    cleanup`` (the next refresh of the same key removes them too)."""
+    return sorted(cache_dir.glob(f"*/{INDEX}/{NEW_PREFIX}{bake_id}"))
+
+
 def disk_usage(path: Path) -> int:
     """Bytes allocated under ``path``, each hard-linked inode counted once."""
     seen: set[tuple[int, int]] = set()

@@ -25,6 +25,7 @@ from aminator_ng.cloud import CloudBackend, Leftover
 from aminator_ng.config import EngineSettings
 from aminator_ng.errors import ConflictError
 from aminator_ng.mount import processes_using, unmount
+from aminator_ng.pkgcache import unpublished_lists
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,18 @@ def _mounts_under(directory: Path) -> list[Path]:
 
 
 def engine_leftovers(settings: EngineSettings, bake_id: str) -> list[Leftover]:
-    """Processes, mounts and the work directory of a bake on this host (normally none but the
-    directory: they went with the bake's namespaces)."""
+    """Processes, mounts, package lists it was fetching and the work directory of a bake on
+    this host (normally none but the directory: the rest went with the bake's namespaces)."""
     work_dir = settings.work_dir / bake_id
     found = [
         Leftover("process", str(pid), f"{comm}, inside {work_dir}")
         for pid, comm in processes_using(work_dir)
     ]
     found += [Leftover("mount", str(point)) for point in _mounts_under(work_dir)]
+    found += [
+        Leftover("package lists", str(path), "fetched for the package cache, never published")
+        for path in unpublished_lists(settings.cache_dir, bake_id)
+    ]
     if work_dir.exists():
         found.append(Leftover("work directory", str(work_dir)))
     return found
@@ -117,11 +122,13 @@ def release_engine_leftover(settings: EngineSettings, bake_id: str, leftover: Le
         _end_process(int(leftover.resource_id), work_dir)
     elif leftover.kind == "mount":
         unmount(Path(leftover.resource_id), recursive=True)
+    elif leftover.kind == "package lists":
+        shutil.rmtree(leftover.resource_id)
     elif leftover.kind == "work directory":
         _remove_work_dir(work_dir)
 
 
-ENGINE_KINDS = ("process", "mount", "work directory")
+ENGINE_KINDS = ("process", "mount", "package lists", "work directory")
 
 
 def clean_up(

@@ -183,3 +183,18 @@ def test_cleanup_skips_a_bake_of_another_cloud_saying_how(settings: EngineSettin
         "bake other (started 2026-12-01T00:00:00+00:00): skipped, " + result.skipped
     ]
     assert (directory / "other.json").exists()
+
+
+def test_cleanup_removes_the_package_lists_a_killed_bake_was_fetching(
+    settings: EngineSettings,
+) -> None:
+    index = settings.cache_dir / "apt-0123" / "index"
+    fetching, published = index / ".new-dead", index / "1796-other"
+    for lists in (fetching, published):
+        lists.mkdir(parents=True)
+        (lists / "deb.example.org_dists_bookworm_InRelease").write_text("lists\n")
+    killed_bake(bake_records(settings).directory, "dead")
+    [listed] = clean_up(FakeCloud({}), settings, preserved=False, dry_run=True)
+    assert [(x.kind, x.resource_id) for x in listed.leftovers] == [("package lists", str(fetching))]
+    [result] = clean_up(FakeCloud({}), settings, preserved=False, dry_run=False)
+    assert result.released and not fetching.exists() and published.is_dir()
