@@ -38,11 +38,11 @@ from aminator_ng.signals import deferred
 
 log = logging.getLogger(__name__)
 
-#: Host tools the engine's own Linux layer runs in every bake.
 RESOLV_CONF = "/etc/resolv.conf"
 #: XFS: copies of one image carry its UUID. ext4: no cache flush for each fsync in the image
 #: (dpkg makes a hundred for a few packages); the root is flushed once, before the snapshot.
 ROOT_MOUNT_OPTIONS = {"xfs": ["nouuid"], "ext4": ["nobarrier"]}
+#: Host tools the engine's own Linux layer runs in every bake.
 ENGINE_TOOLS = ("blkid", "findmnt", "fstrim", "mount", "nsenter", "partx", "sync", "umount")
 
 
