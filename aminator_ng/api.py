@@ -26,7 +26,7 @@ from aminator_ng.chroot import (
 )
 from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
-from aminator_ng.durable import partial_path, write_whole
+from aminator_ng.durable import partial_path, sync_file, write_whole
 from aminator_ng.errors import (
     AminatorError,
     BakeError,
@@ -122,5 +122,6 @@ __all__ = [
     "resolve_in_root",
     "run",
     "staged_package_files",
+    "sync_file",
     "write_whole",
 ]

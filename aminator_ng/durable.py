@@ -27,7 +27,7 @@ def write_whole(destination: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def sync_file(path: Path) -> None:
-    """``path``'s data on disk, written by someone else without a sync."""
+    """``path``'s data on disk (a directory's: its entries), written without a sync."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -38,6 +38,7 @@ from aminator_ng.api import (
     NotFoundError,
     partial_path,
     run,
+    sync_file,
     write_whole,
 )
 
@@ -141,20 +142,11 @@ def clone_file(source: Path, destination: Path) -> None:
             ["cp", "--reflink=auto", "--sparse=always", source, partial],
             what=f"copy {source.name}",
         )
-        with partial.open("rb+") as copied:
-            os.fsync(copied.fileno())
+        sync_file(partial)
         partial.rename(destination)
-        _fsync_dir(destination.parent)
+        sync_file(destination.parent)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def process_identity(pid: int) -> str | None:
@@ -291,10 +283,9 @@ class Store:
         with contextlib.closing(sqlite3.connect(new, isolation_level=None)) as db:
             db.executescript(SCHEMA)
             self.migrate(db, 0)
-        with new.open("rb+") as file:
-            os.fsync(file.fileno())
+        sync_file(new)
         new.rename(self.database)
-        _fsync_dir(self.home)
+        sync_file(self.home)
 
     def migrate(self, db: sqlite3.Connection, version: int) -> None:
         """Bring a database of schema ``version`` to the current one, in one transaction."""
