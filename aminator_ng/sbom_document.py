@@ -18,7 +18,7 @@ from importlib.resources import files
 from typing import Any
 
 from cyclonedx.contrib.license.factories import LicenseFactory
-from cyclonedx.model.license import LicenseExpression
+from cyclonedx.model.license import License, LicenseExpression
 from jsonschema import Draft7Validator, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
@@ -214,29 +214,21 @@ def licenses(declared: Sequence[str]) -> list[dict[str, Any]]:
     """
     factory = LicenseFactory()
     made = [factory.make_from_string(text) for text in dict.fromkeys(declared) if text.strip()]
-    expressions = [m for m in made if isinstance(m, LicenseExpression)]
-    if len(made) > 1 and expressions:
-        if all(isinstance(m, LicenseExpression) or m.id for m in made):
-            joined = " AND ".join(
-                f"({m.value})" if isinstance(m, LicenseExpression) else str(m.id) for m in made
-            )
-            return [{"expression": joined}]
-        return [
-            {"license": {"name": m.value}}
-            if isinstance(m, LicenseExpression)
-            else _named_or_identified(m.id, m.name)
-            for m in made
-        ]
-    return [
-        {"expression": m.value}
-        if isinstance(m, LicenseExpression)
-        else _named_or_identified(m.id, m.name)
-        for m in made
-    ]
+    mixed = len(made) > 1 and any(isinstance(m, LicenseExpression) for m in made)
+    if mixed and all(isinstance(m, LicenseExpression) or m.id for m in made):
+        joined = " AND ".join(
+            f"({m.value})" if isinstance(m, LicenseExpression) else str(m.id) for m in made
+        )
+        return [{"expression": joined}]
+    return [_licence(m, expression_as_name=mixed) for m in made]
 
 
-def _named_or_identified(spdx_id: str | None, name: str | None) -> dict[str, Any]:
-    return {"license": {"id": spdx_id} if spdx_id else {"name": name}}
+def _licence(made: License, *, expression_as_name: bool) -> dict[str, Any]:
+    if isinstance(made, LicenseExpression):
+        if expression_as_name:
+            return {"license": {"name": made.value}}
+        return {"expression": made.value}
+    return {"license": {"id": made.id} if made.id else {"name": made.name}}
 
 
 def _describe(error: ValidationError) -> str:
