@@ -25,7 +25,7 @@ from aminator_ng.chroot import (
     resolve_in_root,
 )
 from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
-from aminator_ng.config import BakeRequest, EngineSettings, Setting
+from aminator_ng.config import BakeRequest, EngineSettings, Flag, Setting
 from aminator_ng.durable import partial_path, sync_file, write_whole
 from aminator_ng.errors import (
     AminatorError,
@@ -63,7 +63,7 @@ from aminator_ng.model import (
 from aminator_ng.provisioner import Provisioner, staged_package_files
 from aminator_ng.run import Completed, find_tool, run
 
-API_VERSION = "1.8"
+API_VERSION = "1.9"
 
 __all__ = [
     "API_VERSION",
@@ -83,6 +83,7 @@ __all__ = [
     "Distro",
     "EngineSettings",
     "Filesystem",
+    "Flag",
     "HostError",
     "HygieneOutcome",
     "Image",

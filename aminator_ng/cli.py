@@ -23,10 +23,12 @@ from aminator_ng.bake import Bake, new_bake_id
 from aminator_ng.base import create_base
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import (
+    BAKE_SETTINGS,
     BakeRequest,
     Declarations,
     EffectiveConfig,
     EngineSettings,
+    Flag,
     Flags,
     Setting,
     engine_settings,
@@ -232,146 +234,81 @@ def cli() -> None:
     """
 
 
+class SettingOption(click.Option):
+    """The command-line form of a setting (one of its flags): the engine's, or a plugin's."""
+
+    def __init__(self, setting: Setting, flag: Flag, plugin: str | None = None) -> None:
+        self.plugin = plugin
+        self.setting = setting
+        self.flag = flag
+        help = flag.help or setting.help
+        if plugin is not None:
+            help = f"{help} (plugin {plugin}; [plugins.{plugin}] {setting.name})"
+        declared: dict[str, Any] = {
+            "help": help,
+            "default": None,
+            "expose_value": True,
+            "metavar": flag.metavar,
+        }
+        names = list(flag.names)
+        if setting.type is bool:
+            if setting.negatable:
+                names = [*flag.names[:-1], f"{flag.long_name}/--no-{flag.long_name[2:]}"]
+            else:
+                declared["is_flag"] = True
+        elif setting.type in (list, dict):
+            declared["multiple"] = True
+            declared["metavar"] = flag.metavar or ("KEY=VALUE" if setting.type is dict else "TEXT")
+        elif setting.choices:
+            declared["type"] = click.Choice(setting.choices)
+        elif setting.type is int and setting.minimum is not None:
+            declared["type"] = click.IntRange(min=setting.minimum)
+        else:
+            declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
+                setting.type, click.STRING
+            )
+        position = setting.command_line.index(flag)
+        internal = f"setting_{plugin or 'bake'}_{setting.name}_{position}"
+        super().__init__([*names, internal], **declared)
+
+
+def setting_options(settings: Sequence[Setting]) -> Callable[[F], F]:
+    """A command's options made from settings' flags, in the order declared."""
+
+    def decorate(command: F) -> F:
+        options = [SettingOption(s, flag) for s in settings for flag in s.command_line]
+        # click collects options bottom up and reverses them.
+        params = getattr(command, "__click_params__", [])
+        command.__click_params__ = [*params, *reversed(options)]  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
 @cli.command(context_settings={"help_option_names": ["--help"]})
-@click.option(
-    "-b",
-    "--base-ami",
-    "--base-ami-name",
-    "base",
-    metavar="NAME_OR_ID",
-    help="Base image: an id, or a name (the newest image with it).",
-)
-@click.option("-B", "--base-ami-id", "base_id", metavar="ID", help="Base image id.")
-@click.option(
-    "-n",
-    "--name",
-    "name_template",
-    metavar="TEMPLATE",
-    help="Image name template; fields {name} {version} {release} {arch} {suffix} ...",
-)
-@click.option("-s", "--suffix", metavar="TEXT", help="Name suffix (default: UTC time and bake id).")
-@click.option("--tag", "tags", metavar="KEY=VALUE", multiple=True, help="Add a tag (repeatable).")
-@click.option(
-    "--preserve-on-error",
-    is_flag=True,
-    help="Keep what a failed bake acquired, and print how to release it.",
-)
-@click.option(
-    "--repo",
-    "repos",
-    metavar="SPEC",
-    multiple=True,
-    help="Add a repository for this bake only: an apt one-line source "
-    "('deb [options] URI suite [component...]') or a directory of package files (repeatable).",
-)
-@click.option(
-    "--repo-key",
-    "repo_keys",
-    metavar="FILE",
-    multiple=True,
-    help="A key file (OpenPGP, armored or binary) that signs the --repo source lines (repeatable).",
-)
-@click.option(
-    "--scan-allow",
-    "scan_allow",
-    metavar="PATH",
-    multiple=True,
-    help="An image path (or shell pattern) where the secret scan accepts a secret (repeatable).",
-)
-@click.option(
-    "--scan-host-traces/--no-scan-host-traces",
-    default=None,
-    help="Fail when changed files hold the bake host's hostname, addresses or nameservers "
-    "(on by default).",
-)
-@click.option(
-    "--package-cache/--no-package-cache",
-    default=None,
-    help="Use the package lists and downloaded packages other bakes left in the package cache "
-    "(on by default).",
-)
-@click.option(
-    "--index-max-age",
-    type=click.IntRange(min=0),
-    metavar="SECONDS",
-    help="How old the cached package lists may be before they are fetched again "
-    "(default 3600; 0: every bake fetches them).",
-)
-@click.option(
-    "--refresh",
-    is_flag=True,
-    default=None,
-    help="Fetch the package lists even when the cached ones are fresh.",
-)
+@setting_options(BAKE_SETTINGS)
 @click.argument("packages", nargs=-1, metavar="PACKAGE...")
 @global_options
 @click.pass_context
-def bake(
-    ctx: click.Context,
-    /,
-    base: str | None,
-    base_id: str | None,
-    name_template: str | None,
-    suffix: str | None,
-    tags: tuple[str, ...],
-    preserve_on_error: bool,
-    repos: tuple[str, ...],
-    repo_keys: tuple[str, ...],
-    scan_allow: tuple[str, ...],
-    scan_host_traces: bool | None,
-    package_cache: bool | None,
-    index_max_age: int | None,
-    refresh: bool | None,
-    packages: tuple[str, ...],
-    **plugin_options: Any,
-) -> None:
+def bake(ctx: click.Context, /, packages: tuple[str, ...], **options: Any) -> None:
     """Bake PACKAGE... (files or names; the first names the image) onto a base image.
 
     Each option may also be set in the [bake] table of a config file, by its long name.
     """
-    if base and base_id:
-        raise click.UsageError("give either -b/--base-ami or -B/--base-ami-id, not both")
+    given = settings_given(ctx)
     if not packages:
         raise click.UsageError("missing PACKAGE: name at least one package file or package name")
-    given = {
-        "base_ami": base or base_id,
-        "name": name_template,
-        "suffix": suffix,
-        "tags": dict(parse_tag(t) for t in tags) if tags else None,
-        "preserve_on_error": True if preserve_on_error else None,
-        "repo": list(repos) if repos else None,
-        "repo_key": list(repo_keys) if repo_keys else None,
-        "scan_allow": list(scan_allow) if scan_allow else None,
-        "scan_host_traces": scan_host_traces,
-        "package_cache": package_cache,
-        "index_max_age": index_max_age,
-        "refresh": refresh or None,
-    }
     app = App(
         ctx,
-        bake_flags={key: value for key, value in given.items() if value is not None},
-        plugin_flags=plugin_flags_given(ctx),
+        bake_flags=given.pop(None, {}),
+        plugin_flags={plugin: flags for plugin, flags in given.items() if plugin is not None},
     )
     effective = app.config.section("bake")
     if not effective["base_ami"]:
         raise click.UsageError(
             "missing the base image: -b NAME_OR_ID or -B ID (or base_ami in [bake])"
         )
-    request = BakeRequest(
-        base=effective["base_ami"],
-        packages=packages,
-        name_template=effective["name"],
-        suffix=effective["suffix"],
-        tags=effective["tags"],
-        preserve_on_error=effective["preserve_on_error"],
-        repositories=tuple(effective["repo"]),
-        repository_keys=tuple(Path(key) for key in effective["repo_key"]),
-        scan_allow=tuple(effective["scan_allow"]),
-        scan_host_traces=effective["scan_host_traces"],
-        package_cache=effective["package_cache"],
-        index_max_age=effective["index_max_age"],
-        refresh=effective["refresh"],
-    )
+    request = BakeRequest.from_settings(effective["base_ami"], packages, effective)
     cloud = app.cloud
     bake_id = new_bake_id()
     log_path = app.settings.log_dir / f"{bake_id}.log"
@@ -400,68 +337,54 @@ def bake(
     app.emit(result.as_dict(), bake_text(result))
 
 
-class PluginOption(click.Option):
-    """A bake option a plugin declared: the command-line form of one of its settings."""
-
-    def __init__(self, plugin: str, setting: Setting) -> None:
-        self.plugin = plugin
-        self.setting = setting
-        declared: dict[str, Any] = {
-            "help": f"{setting.help} (plugin {plugin}; [plugins.{plugin}] {setting.name})",
-            "default": None,
-            "expose_value": True,
-        }
-        names = [setting.option]
-        if setting.type is bool:
-            names = [f"{setting.option}/--no-{setting.option[2:]}"]
-        elif setting.type in (list, dict):
-            declared["multiple"] = True
-            declared["metavar"] = "KEY=VALUE" if setting.type is dict else "TEXT"
-        elif setting.choices:
-            declared["type"] = click.Choice(setting.choices)
-        else:
-            declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
-                setting.type, click.STRING
-            )
-        super().__init__([*names, f"plugin_option_{plugin}_{setting.name}"], **declared)
-
-
 def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
     """Give ``bake`` the flags plugins declared; a flag that is taken already is left out."""
-    command.params = [p for p in command.params if not isinstance(p, PluginOption)]
+    command.params = [
+        p for p in command.params if not (isinstance(p, SettingOption) and p.plugin is not None)
+    ]
     taken = {name for param in command.params for name in param.opts + param.secondary_opts}
     for plugin, settings in sorted(declarations.plugins.items()):
         for setting in settings:
-            if not setting.flag:
-                continue
-            option = PluginOption(plugin, setting)
-            clash = taken & {*option.opts, *option.secondary_opts}
-            if clash:
-                log.warning(
-                    "plugin %s: bake option %s is taken; set %s in [plugins.%s] instead",
-                    plugin,
-                    ", ".join(sorted(clash)),
-                    setting.name,
-                    plugin,
-                )
-                continue
-            taken |= {*option.opts, *option.secondary_opts}
-            arguments = [i for i, p in enumerate(command.params) if isinstance(p, click.Argument)]
-            command.params.insert(arguments[0] if arguments else len(command.params), option)
+            for flag in setting.command_line:
+                option = SettingOption(setting, flag, plugin)
+                clash = taken & {*option.opts, *option.secondary_opts}
+                if clash:
+                    log.warning(
+                        "plugin %s: bake option %s is taken; set %s in [plugins.%s] instead",
+                        plugin,
+                        ", ".join(sorted(clash)),
+                        setting.name,
+                        plugin,
+                    )
+                    continue
+                taken |= {*option.opts, *option.secondary_opts}
+                arguments = [
+                    i for i, p in enumerate(command.params) if isinstance(p, click.Argument)
+                ]
+                command.params.insert(arguments[0] if arguments else len(command.params), option)
 
 
-def plugin_flags_given(ctx: click.Context) -> dict[str, dict[str, Any]]:
-    flags: dict[str, dict[str, Any]] = {}
+def settings_given(ctx: click.Context) -> dict[str | None, dict[str, Any]]:
+    """The settings given as flags, by plugin (None: the engine's ``[bake]``)."""
+    given: dict[str | None, dict[str, Any]] = {}
+    used: dict[tuple[str | None, str], list[SettingOption]] = {}
     for param in ctx.command.params:
-        if not isinstance(param, PluginOption) or param.name is None:
+        if not isinstance(param, SettingOption) or param.name is None:
             continue
         if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
             continue
-        value = ctx.params[param.name]
-        if param.setting.type is dict:
+        setting, value = param.setting, ctx.params[param.name]
+        if setting.type is dict:
             value = dict(parse_tag(item) for item in value)
-        flags.setdefault(param.plugin, {})[param.setting.name] = value
-    return flags
+        elif setting.type is list:
+            value = list(value)
+        used.setdefault((param.plugin, setting.name), []).append(param)
+        given.setdefault(param.plugin, {})[setting.name] = value
+    for options in used.values():
+        if len(options) > 1:
+            forms = " or ".join("/".join(o.flag.names[:2]) for o in options)
+            raise click.UsageError(f"give either {forms}, not both")
+    return given
 
 
 def open_bake_log(path: Path) -> logging.Handler:

@@ -14,8 +14,8 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,20 @@ def normalise_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A command-line form of a setting. A setting with two (``-b`` and ``-B``) takes one of
+    them at a time; each may have help of its own."""
+
+    names: tuple[str, ...]
+    help: str = ""
+    metavar: str | None = None
+
+    @property
+    def long_name(self) -> str:
+        return next((name for name in self.names if name.startswith("--")), self.names[0])
+
+
+@dataclass(frozen=True)
 class Setting:
     """One setting: of the engine's ``[global]`` or ``[bake]`` tables, or of a plugin's own
     ``[plugins.NAME]`` table, as the plugin declares it with ``aminator_settings``."""
@@ -61,6 +75,16 @@ class Setting:
     #: Also a flag of ``aminate bake`` (``--name-with-hyphens``; a bool gets ``--no-...`` too).
     flag: bool = False
     choices: tuple[str, ...] = ()
+    #: The flags, where they are not just ``--name-with-hyphens`` (implies ``flag``).
+    flags: tuple[Flag, ...] = ()
+    #: The least value of an int setting.
+    minimum: int | None = None
+    #: Whether a bool flag has its ``--no-...`` form; without it, the flag only turns it on.
+    negatable: bool = True
+    #: What a list's items are made into: str, or Path.
+    item: Callable[[Any], Any] = str
+    #: The attribute of the dataclass that carries it (``declared``), where not ``name``.
+    attribute: str = ""
 
     def __post_init__(self) -> None:
         if not _SETTING_NAME.match(self.name):
@@ -72,6 +96,22 @@ class Setting:
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def command_line(self) -> tuple[Flag, ...]:
+        """Its flags: those declared, else ``--name-with-hyphens`` for ``flag=True``."""
+        return self.flags or ((Flag((self.option,)),) if self.flag else ())
+
+    def flag_source(self, value: Any) -> str:
+        """How ``config show`` names a value given as a flag: ``--suffix``, ``--no-gpgcheck``,
+        ``-b/-B`` for a setting with two flags."""
+        flags = self.command_line
+        if len(flags) > 1:
+            return "/".join(flag.names[0] for flag in flags)
+        option = flags[0].long_name if flags else self.option
+        if self.type is bool and value is False and self.negatable:
+            return f"--no-{option[2:]}"
+        return option
+
     def check(self, value: Any, where: str) -> Any:
         """A value from a TOML file (or a flag), checked and converted; ``where`` names it."""
         expected = _TYPE_LABELS[self.type]
@@ -82,6 +122,10 @@ class Setting:
         elif self.type is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
             converted = value
+            if ok and self.minimum is not None and value < self.minimum:
+                raise ConfigError(
+                    f"{where}: {value} is less than {self.minimum}", hint=self.help or None
+                )
         elif self.type is float:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             converted = float(value) if ok else value
@@ -89,8 +133,8 @@ class Setting:
             ok = isinstance(value, str | Path) and str(value) != ""
             converted = Path(value) if ok else value
         elif self.type is list:
-            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-            converted = tuple(value) if ok else value
+            ok = isinstance(value, list | tuple) and all(isinstance(v, str | Path) for v in value)
+            converted = tuple(self.item(v) for v in value) if ok else value
         elif self.type is dict:
             ok = isinstance(value, Mapping) and all(
                 isinstance(v, str | int | float | bool) for v in value.values()
@@ -156,49 +200,138 @@ GLOBAL_SETTINGS = (
         "the package cache bakes share (default: the cache directory under home)",
     ),
 )
-#: The ``[bake]`` table: bake's options by their long names.
-BAKE_SETTINGS = (
-    Setting("base_ami", str, None, "the base image, a name or an id (-b)"),
-    Setting("name", str, None, "the image name template (-n)"),
-    Setting("suffix", str, None, "the name suffix (-s)"),
-    Setting("tags", dict, {}, "extra tags, merged over every layer (--tag)"),
-    Setting("preserve_on_error", bool, False, "keep what a failed bake acquired"),
-    Setting(
-        "repo",
+SETTING_METADATA = "aminator_ng.setting"
+
+
+def declared(type_: type, default: Any, help: str, *, key: str = "", **options: Any) -> Any:
+    """A dataclass field that is also a setting (named ``key``, else as the field): its one
+    declaration, which ``settings_of`` reads. ``options`` are ``Setting``'s."""
+    metadata = {SETTING_METADATA: (key, type_, default, help, options)}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def settings_of(cls: type) -> tuple[Setting, ...]:
+    """The settings a dataclass declares with ``declared``, in the order of its fields."""
+    found = []
+    for item in fields(cls):
+        if SETTING_METADATA in item.metadata:
+            key, type_, default, help, options = item.metadata[SETTING_METADATA]
+            found.append(
+                Setting(key or item.name, type_, default, help, attribute=item.name, **options)
+            )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class BakeRequest:
+    """One bake, as the operator asked for it: the base image, the packages, and the value of
+    each ``[bake]`` setting, which is declared here (and nowhere else)."""
+
+    base: str
+    packages: tuple[str, ...]
+    name_template: str | None = declared(
+        str,
+        None,
+        "Image name template; fields {name} {version} {release} {arch} {suffix} ...",
+        key="name",
+        flags=(Flag(("-n", "--name"), metavar="TEMPLATE"),),
+    )
+    suffix: str | None = declared(
+        str,
+        None,
+        "Name suffix (default: UTC time and bake id).",
+        flags=(Flag(("-s", "--suffix"), metavar="TEXT"),),
+    )
+    tags: Mapping[str, str] = declared(
+        dict,
+        {},
+        "Add a tag (repeatable); tags merge key by key over every layer.",
+        flags=(Flag(("--tag",), metavar="KEY=VALUE"),),
+    )
+    preserve_on_error: bool = declared(
+        bool,
+        False,
+        "Keep what a failed bake acquired, and print how to release it.",
+        flag=True,
+        negatable=False,
+    )
+    #: ``--repo`` specs as given: apt one-line sources, or host directories of package files.
+    repositories: tuple[str, ...] = declared(
         list,
         (),
-        "repositories for the bake: apt one-line sources or directories of packages (--repo)",
-    ),
-    Setting("repo_key", list, (), "key files that sign the --repo source lines (--repo-key)"),
-    Setting(
-        "scan_allow",
+        "Add a repository for this bake only: an apt one-line source "
+        "('deb [options] URI suite [component...]') or a directory of package files (repeatable).",
+        key="repo",
+        flags=(Flag(("--repo",), metavar="SPEC"),),
+    )
+    repository_keys: tuple[Path, ...] = declared(
         list,
         (),
-        "image paths (or shell patterns) the secret scan accepts secrets in (--scan-allow)",
-    ),
-    Setting(
-        "scan_host_traces",
+        "A key file (OpenPGP, armored or binary) that signs the --repo source lines (repeatable).",
+        key="repo_key",
+        item=Path,
+        flags=(Flag(("--repo-key",), metavar="FILE"),),
+    )
+    scan_allow: tuple[str, ...] = declared(
+        list,
+        (),
+        "An image path (or shell pattern) where the secret scan accepts a secret (repeatable).",
+        flags=(Flag(("--scan-allow",), metavar="PATH"),),
+    )
+    scan_host_traces: bool = declared(
         bool,
         True,
-        "fail a bake whose changed files hold the bake host's hostname, addresses or nameservers",
-    ),
-    Setting(
-        "package_cache",
+        "Fail when changed files hold the bake host's hostname, addresses or nameservers "
+        "(on by default).",
+        flag=True,
+    )
+    package_cache: bool = declared(
         bool,
         True,
-        "share package lists and downloaded packages between bakes (the cache_dir)",
-    ),
-    Setting(
-        "index_max_age",
+        "Use the package lists and downloaded packages other bakes left in the package cache "
+        "(on by default).",
+        flag=True,
+    )
+    index_max_age: int = declared(
         int,
         3600,
-        "seconds the cached package lists are used before a bake fetches them again "
-        "(0: every bake fetches them)",
+        "How old the cached package lists may be before they are fetched again "
+        "(default 3600; 0: every bake fetches them).",
+        minimum=0,
+        flags=(Flag(("--index-max-age",), metavar="SECONDS"),),
+    )
+    refresh: bool = declared(
+        bool,
+        False,
+        "Fetch the package lists even when the cached ones are fresh.",
+        flag=True,
+        negatable=False,
+    )
+
+    @classmethod
+    def from_settings(
+        cls, base: str, packages: Sequence[str], values: Mapping[str, Any]
+    ) -> BakeRequest:
+        """The request for ``packages`` on ``base``, with the ``[bake]`` settings' values (by
+        setting name)."""
+        return cls(base, tuple(packages), **{s.attribute: values[s.name] for s in settings_of(cls)})
+
+
+#: The ``[bake]`` table: bake's options by their long names; all but ``base_ami`` are declared
+#: where a bake carries them, in ``BakeRequest``.
+BASE_AMI = Setting(
+    "base_ami",
+    str,
+    None,
+    "The base image: an id, or a name (the newest image with it).",
+    flags=(
+        Flag(("-b", "--base-ami", "--base-ami-name"), metavar="NAME_OR_ID"),
+        Flag(("-B", "--base-ami-id"), "Base image id.", "ID"),
     ),
-    Setting("refresh", bool, False, "fetch the package lists even when the cached ones are fresh"),
 )
-#: The command-line option of each ``[bake]`` setting, where it is not ``--name-with-hyphens``.
-BAKE_OPTIONS = {"base_ami": "-b/-B", "tags": "--tag"}
+BAKE_SETTINGS = (BASE_AMI, *settings_of(BakeRequest))
 #: What an ``[environments.NAME]`` table chooses, besides its own bake and plugins tables.
 ENVIRONMENT_SETTINGS = (
     Setting("cloud", str, None, "the cloud backend"),
@@ -553,14 +686,12 @@ def _flag_entries(flags: Flags, declarations: Declarations) -> Iterator[Entry]:
             yield Entry("global", key, setting.check(value, f"--{key}"), f"--{key}")
     for key, value in flags.bake.items():
         setting = _setting(BAKE_SETTINGS, key, "flag")
-        option = BAKE_OPTIONS.get(key, setting.option)
+        option = setting.flag_source(value)
         yield Entry("bake", key, setting.check(value, option), option)
     for plugin, given in flags.plugins.items():
         for key, value in given.items():
             setting = declarations.plugin_setting(plugin, key, "flag")
-            option = setting.option
-            if setting.type is bool and value is False:
-                option = f"--no-{option[2:]}"
+            option = setting.flag_source(value)
             yield Entry(f"plugins.{plugin}", key, setting.check(value, option), option)
 
 
@@ -632,28 +763,3 @@ def engine_settings(
             if section.startswith("plugins.")
         },
     )
-
-
-@dataclass(frozen=True)
-class BakeRequest:
-    """One bake, as the operator asked for it."""
-
-    base: str
-    packages: tuple[str, ...]
-    name_template: str | None = None
-    suffix: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    preserve_on_error: bool = False
-    #: ``--repo`` specs as given: apt one-line sources, or host directories of package files.
-    repositories: tuple[str, ...] = ()
-    #: ``--repo-key`` files, which sign the source lines of ``repositories``.
-    repository_keys: tuple[Path, ...] = ()
-    #: Image paths or shell patterns where the secret scan's findings are warnings.
-    scan_allow: tuple[str, ...] = ()
-    #: Whether the scan looks for the bake host's hostname, addresses and nameservers.
-    scan_host_traces: bool = True
-    #: Whether the install uses the package cache, how old its lists may be (seconds; 0:
-    #: fetched by every bake), and whether to fetch them whatever their age.
-    package_cache: bool = True
-    index_max_age: int = 3600
-    refresh: bool = False

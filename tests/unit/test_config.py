@@ -9,6 +9,7 @@ sees it (``config show --output json``, the bake's request and settings, ``bake 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from aminator_ng import cli
 from aminator_ng import config as config_module
@@ -1104,7 +1107,7 @@ def with_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[object], 
     cli.bake.params = [
         p
         for p in cli.bake.params
-        if not (isinstance(p, cli.PluginOption) and p.plugin == "example")
+        if not (isinstance(p, cli.SettingOption) and p.plugin == "example")
     ]
 
 
@@ -1194,7 +1197,7 @@ class PluginWithAFlagNamedLikeABakeParameter:
 def test_bake_help_does_not_show_a_plugin_flags_internal_name(aminate: Aminate) -> None:
     outcome = aminate("bake", "--help")
     assert outcome.code == 0
-    assert "plugin_option_" not in outcome.stdout
+    assert "setting_" not in outcome.stdout
 
 
 def test_a_plugin_flag_named_like_a_bake_parameter_does_not_replace_it(
@@ -1259,7 +1262,99 @@ def test_a_config_error_with_json_output_is_a_failure_object(
     data = outcome.json()
     assert data["exit_code"] == 2
     assert f"{layers.system}: [bake] suffix" in data["error"]["message"]
-    assert data["error"]["hint"] == "the name suffix (-s)"
+    assert data["error"]["hint"] == "Name suffix (default: UTC time and bake id)."
+
+
+# One declaration per setting: the bake's flags, files and variables all come from it
+
+#: A value to give each bake setting on the command line, and what the request then holds.
+FLAG_VALUES: dict[str, tuple[list[str], Any]] = {
+    "name": (["-n", "web-{version}"], "web-{version}"),
+    "suffix": (["--suffix", "x1"], "x1"),
+    "tags": (["--tag", "team=web", "--tag", "tier=1"], {"team": "web", "tier": "1"}),
+    "preserve_on_error": (["--preserve-on-error"], True),
+    "repo": (["--repo", "/srv/a", "--repo", "/srv/b"], ("/srv/a", "/srv/b")),
+    "repo_key": (["--repo-key", "k.asc"], (Path("k.asc"),)),
+    "scan_allow": (["--scan-allow", "/etc/app/*"], ("/etc/app/*",)),
+    "scan_host_traces": (["--no-scan-host-traces"], False),
+    "package_cache": (["--no-package-cache"], False),
+    "index_max_age": (["--index-max-age", "0"], 0),
+    "refresh": (["--refresh"], True),
+}
+
+
+def test_every_bake_setting_has_a_flag_value_to_try() -> None:
+    assert set(FLAG_VALUES) == {s.name for s in BAKE_SETTINGS} - {"base_ami"}
+
+
+@pytest.mark.parametrize("name", sorted(FLAG_VALUES))
+def test_each_bake_flag_reaches_the_request_and_config_show_names_it(
+    name: str, layers: Layers, aminate: Aminate, bake_seen: BakeSeen
+) -> None:
+    setting = next(s for s in BAKE_SETTINGS if s.name == name)
+    argv, expected = FLAG_VALUES[name]
+    runner = bake_until_stopped(aminate, bake_seen, "-b", "base", *argv)
+    assert getattr(runner.request, setting.attribute) == expected
+    assert runner.request.base == "base"
+    default = bake_until_stopped(aminate, bake_seen, "-b", "base")
+    assert getattr(default.request, setting.attribute) == (
+        tuple(setting.default) if isinstance(setting.default, list) else setting.default
+    )
+
+
+def test_both_forms_of_the_base_flag_at_once_are_a_usage_error(aminate: Aminate) -> None:
+    outcome = aminate("bake", "-b", "one", "-B", "img-2", "./hello.deb")
+    assert outcome.code == 2
+    assert "give either -b/--base-ami or -B/--base-ami-id, not both" in outcome.stderr
+
+
+def test_a_setting_below_its_minimum_in_a_file_is_refused(layers: Layers, aminate: Aminate) -> None:
+    layers.write(layers.system, "[bake]\nindex_max_age = -1\n")
+    outcome = aminate("config", "show")
+    assert_request_error(outcome, f"{layers.system}: [bake] index_max_age: -1 is less than 0")
+
+
+def test_a_dataclass_field_declared_as_a_setting_gives_its_flags_and_key(
+    layers: Layers, aminate: Aminate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @dataclass(frozen=True)
+    class Request:
+        packages: tuple[str, ...]
+        retries: int = config_module.declared(
+            int,
+            3,
+            "How often to retry.",
+            minimum=1,
+            flags=(config_module.Flag(("-r", "--retries")),),
+        )
+        targets: tuple[Path, ...] = config_module.declared(
+            list, (), "Where to copy.", key="target", item=Path, flag=True
+        )
+
+    retries, targets = config_module.settings_of(Request)
+    assert (retries.name, retries.attribute, retries.default, retries.minimum) == (
+        "retries",
+        "retries",
+        3,
+        1,
+    )
+    assert (targets.name, targets.attribute, targets.option) == ("target", "targets", "--target")
+    assert Request(("p",)).retries == 3
+    assert targets.check(["/a", "b"], "x") == (Path("/a"), Path("b"))
+
+    @click.command()
+    @cli.setting_options([retries, targets])
+    @click.pass_context
+    def command(ctx: click.Context, **options: Any) -> None:
+        click.echo(json.dumps(cli.settings_given(ctx)[None], default=str, sort_keys=True))
+
+    runner = CliRunner()
+    done = runner.invoke(command, ["-r", "5", "--target", "/a", "--target", "/b"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"retries": 5, "target": ["/a", "/b"]}
+    refused = runner.invoke(command, ["--retries", "0"])
+    assert refused.exit_code == 2
+    assert "0 is not in the range x>=1" in refused.output
 
 
 # docs/configuration.md
