@@ -25,7 +25,7 @@ from aminator_ng.chroot import (
     resolve_in_root,
 )
 from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
-from aminator_ng.config import BakeRequest, EngineSettings, Flag, Setting
+from aminator_ng.config import BakeRequest, EngineSettings, Flag, Setting, declared
 from aminator_ng.durable import partial_path, sync_file, write_whole
 from aminator_ng.errors import (
     AminatorError,
@@ -109,6 +109,7 @@ __all__ = [
     "backing_file",
     "check_unchanged",
     "created_directories",
+    "declared",
     "detach_loop_device",
     "file_lock",
     "find_root_filesystem",

@@ -156,9 +156,10 @@ class App:
             bake=bake_flags or {},
             plugins=plugin_flags or {},
         )
-        self.config: EffectiveConfig = resolve(files, self.hooks.setting_declarations(), flags)
+        declarations = self.hooks.setting_declarations()
+        self.config: EffectiveConfig = resolve(files, declarations, flags)
         self.settings: EngineSettings = engine_settings(
-            self.config, output=output, debug=debug, quiet=quiet
+            self.config, output=output, debug=debug, quiet=quiet, declarations=declarations
         )
         self.hooks.check_environment(self.settings)
         ctx.meta["aminator_ng.settings"] = self.settings

@@ -17,11 +17,12 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aminator_ng.errors import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_HOME = Path("/var/lib/aminator-ng")
 DEFAULT_LOG_DIR = Path("/var/log/aminator-ng")
@@ -205,7 +206,12 @@ SETTING_METADATA = "aminator_ng.setting"
 
 def declared(type_: type, default: Any, help: str, *, key: str = "", **options: Any) -> Any:
     """A dataclass field that is also a setting (named ``key``, else as the field): its one
-    declaration, which ``settings_of`` reads. ``options`` are ``Setting``'s."""
+    declaration, which ``settings_of`` reads. ``options`` are ``Setting``'s. A path's default
+    may be written as a string, a list's as a list: the field holds a Path, a tuple."""
+    if type_ is Path and isinstance(default, str):
+        default = Path(default)
+    elif type_ is list and isinstance(default, list):
+        default = tuple(default)
     metadata = {SETTING_METADATA: (key, type_, default, help, options)}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
@@ -222,6 +228,13 @@ def settings_of(cls: type) -> tuple[Setting, ...]:
                 Setting(key or item.name, type_, default, help, attribute=item.name, **options)
             )
     return tuple(found)
+
+
+def made_from(kind: type[T], values: Mapping[str, Any]) -> T:
+    """An instance of a dataclass of settings (``declared``), from the values by setting name;
+    a setting without a value keeps its default."""
+    given = {s.attribute: values[s.name] for s in settings_of(kind) if s.name in values}
+    return kind(**given)
 
 
 @dataclass(frozen=True)
@@ -410,6 +423,8 @@ class Declarations:
     plugins: Mapping[str, Sequence[Setting]]
     #: Plugins that are loaded, with or without settings.
     loaded: frozenset[str] = frozenset()
+    #: The dataclass each plugin declared its settings with, by the name it was loaded under.
+    types: Mapping[str, type] = field(default_factory=dict)
 
     def plugin_setting(self, plugin: str, key: str, where: str) -> Setting:
         for setting in self.plugins.get(plugin, ()):
@@ -719,6 +734,8 @@ class EngineSettings:
     finalizers: tuple[str, ...] | None = None
     #: Each plugin's settings, defaults included, by plugin name.
     plugin_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The settings of each plugin that declared them as a dataclass: an instance, by class.
+    typed: Mapping[type, Any] = field(default_factory=dict)
     #: Where the package cache is; None: ``cache`` under home.
     package_cache_dir: Path | None = None
 
@@ -736,11 +753,27 @@ class EngineSettings:
         """A plugin's settings (``[plugins.NAME]``); empty when it declares none."""
         return self.plugin_settings.get(name, {})
 
+    def of(self, kind: type[T]) -> T:
+        """A plugin's own settings, as the dataclass it declared them with: resolved from the
+        table of whatever name the plugin was loaded under; the defaults when no loaded plugin
+        declared ``kind``."""
+        found = self.typed.get(kind)
+        return found if isinstance(found, kind) else kind()
+
 
 def engine_settings(
-    effective: EffectiveConfig, *, output: str = "text", debug: bool = False, quiet: bool = False
+    effective: EffectiveConfig,
+    *,
+    output: str = "text",
+    debug: bool = False,
+    quiet: bool = False,
+    declarations: Declarations | None = None,
 ) -> EngineSettings:
     chosen = effective.section("environment")
+    typed: dict[type, Any] = {
+        kind: made_from(kind, effective.section(f"plugins.{plugin}"))
+        for plugin, kind in (declarations.types.items() if declarations else ())
+    }
     return EngineSettings(
         home=Path(effective.value("global", "home")),
         log_dir=Path(effective.value("global", "log_dir")),
@@ -762,4 +795,5 @@ def engine_settings(
             for section in effective.values
             if section.startswith("plugins.")
         },
+        typed=typed,
     )

@@ -26,18 +26,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def aminator_settings() -> Sequence[Setting] | None:
+def aminator_settings() -> type | Sequence[Setting] | None:
     """Declare this plugin's settings: the keys of its ``[plugins.NAME]`` table, where NAME is
-    the plugin's entry-point name, and the flags it adds to ``aminate bake``.
+    the name the plugin was loaded under (its entry-point name), and the flags it adds to
+    ``aminate bake``.
 
     Called once per command, at startup, before the configuration is read. The engine checks
     every config file against the declarations (an undeclared key or a value of the wrong type
     is a ConfigError naming the file and key), resolves each setting over all layers (default,
-    files, environment, ``AMINATOR_<PLUGIN>_<KEY>``, flag) and hands the values to the plugin as
-    ``settings.plugin("NAME")``, defaults included. A setting with ``flag=True`` becomes the
-    bake option ``--key-with-hyphens`` (a bool gets ``--no-...`` as well).
+    files, environment, ``AMINATOR_<PLUGIN>_<KEY>``, flag) and hands the values over, defaults
+    included. A plugin that returns a dataclass whose fields are ``declared`` settings gets an
+    instance of it from ``settings.of(ThatClass)``, whatever name it was loaded under; one that
+    returns ``Setting`` objects reads them as ``settings.plugin("NAME")``. A setting with
+    ``flag=True`` (or ``flags``) becomes a bake option, ``--key-with-hyphens`` by default (a bool
+    gets ``--no-...`` as well).
 
-    :return: the plugin's settings, or None when it has none.
+    :return: the plugin's settings dataclass, or its settings, or None when it has none.
     """
 
 
@@ -64,7 +68,7 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
 
     :param name: the backend asked for, such as ``"local"`` or ``"ec2"``.
     :param settings: the engine's settings (home directory, log directory, output mode), and
-        each plugin's own with ``settings.plugin(NAME)``.
+        each plugin's own with ``settings.of(ItsSettings)``.
     :return: a backend, or None when the name is not this plugin's.
     """
 
@@ -113,7 +117,7 @@ def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisione
     provisioner plugin, only that plugin is asked.
 
     :param distro: the recognised distro.
-    :param settings: the engine's and the plugins' settings (``settings.plugin(NAME)``).
+    :param settings: the engine's and the plugins' settings (``settings.of(ItsSettings)``).
     :return: a Provisioner, or None when this plugin does not provision that distro.
     """
 

@@ -353,5 +353,5 @@ class BakeFacts:
     suffix: str | None
     extra_tags: Mapping[str, str]
     engine_version: str
-    #: The engine's and the plugins' settings; a plugin reads its own with ``plugin(NAME)``.
+    #: The engine's and the plugins' settings; a plugin reads its own with ``of(ItsSettings)``.
     settings: EngineSettings = field(default_factory=EngineSettings)

@@ -7,6 +7,7 @@ order, so that a third party is asked first by ``firstresult`` hooks and can ove
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -24,7 +25,7 @@ import pluggy
 from aminator_ng import hookspecs
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
-from aminator_ng.config import BakeRequest, Declarations, EngineSettings, Setting
+from aminator_ng.config import BakeRequest, Declarations, EngineSettings, Setting, settings_of
 from aminator_ng.errors import ConfigError, RequestError
 from aminator_ng.model import BakeFacts, Distro, HygieneOutcome, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
@@ -143,20 +144,30 @@ class Hooks:
         if self._declarations is not None:
             return self._declarations
         declared: dict[str, list[Setting]] = {}
+        types: dict[str, type] = {}
         for name, plugin in self.manager.list_name_plugin():
             others = [p for _, p in self.manager.list_name_plugin() if p is not plugin]
             caller = self.manager.subset_hook_caller("aminator_settings", remove_plugins=others)
             try:
-                settings = [s for answer in caller() for s in answer or ()]
+                settings: list[Setting] = []
+                for answer in caller():
+                    if isinstance(answer, type) and dataclasses.is_dataclass(answer):
+                        types[name] = answer
+                        settings += settings_of(answer)
+                    else:
+                        settings += answer or ()
                 if not all(isinstance(s, Setting) for s in settings):
-                    raise TypeError("aminator_settings must return Setting objects")
+                    raise TypeError(
+                        "aminator_settings must return Setting objects or a dataclass of them"
+                    )
             except Exception as exc:
+                types.pop(name, None)
                 self._unload(name, plugin, f"declaring its settings: {type(exc).__name__}: {exc}")
                 continue
             if settings:
                 declared[name] = settings
         loaded = frozenset(name for name, _ in self.manager.list_name_plugin())
-        self._declarations = Declarations(declared, loaded)
+        self._declarations = Declarations(declared, loaded, types)
         return self._declarations
 
     def _unload(self, name: str, plugin: object, error: str) -> None:

@@ -41,6 +41,7 @@ from moto.instance_metadata import urls as instance_metadata_urls
 from moto.server import ThreadedMotoServer
 
 from aminator_ec2.backend import Ec2Cloud
+from aminator_ec2.plugin import Ec2Settings
 from aminator_ng.api import EngineSettings, Image, ImageSpec
 
 REGION = "us-east-1"
@@ -268,16 +269,13 @@ class MotoEc2:
 
     def backend(self, lock_dir: Path) -> Ec2Cloud:
         """The EC2 backend of this process, looking for devices where ``udev`` makes them."""
-        settings = EngineSettings(
-            plugin_settings={
-                "ec2": {
-                    "attach_timeout": 1.0,
-                    "device_root": self.udev.device_root,
-                    "sysfs_root": self.udev.sysfs_root,
-                    "lock_dir": lock_dir,
-                }
-            }
+        own = Ec2Settings(
+            attach_timeout=1.0,
+            device_root=self.udev.device_root,
+            sysfs_root=self.udev.sysfs_root,
+            lock_dir=lock_dir,
         )
+        settings = EngineSettings(typed={Ec2Settings: own})
         return Ec2Cloud(settings)
 
     def instance_profile(self, monkeypatch: pytest.MonkeyPatch, **replaced: str) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from aminator_debian.apt import AptProvisioner
@@ -16,7 +17,7 @@ from aminator_ng.api import (
     PackageInfo,
     Provisioner,
     RequestError,
-    Setting,
+    declared,
     hookimpl,
     replaced_file,
     run,
@@ -27,21 +28,20 @@ RECOGNISED_IDS = {"debian", "ubuntu"}
 #: invoke-rc.d asks this script whether to start a service; 101 means "no".
 POLICY_RC_D = b"#!/bin/sh\n# Installed by aminator-ng for the bake: no service starts.\nexit 101\n"
 DEB_MAGIC = b"!<arch>\ndebian-binary"
-#: This plugin's entry-point name, which names its ``[plugins.debian]`` table.
-PLUGIN_NAME = "debian"
+
+
+@dataclass(frozen=True)
+class DebianSettings:
+    """The ``[plugins.NAME]`` table of this plugin (``debian`` as it is installed)."""
+
+    install_recommends: bool = declared(
+        bool, True, "install the packages' Recommends too, as apt does by default", flag=True
+    )
 
 
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [
-        Setting(
-            "install_recommends",
-            bool,
-            True,
-            "install the packages' Recommends too, as apt does by default",
-            flag=True,
-        )
-    ]
+def aminator_settings() -> type[DebianSettings]:
+    return DebianSettings
 
 
 @hookimpl(trylast=True)
@@ -62,8 +62,8 @@ def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) ->
 def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
     if distro.package_format != "deb":
         return None
-    own = settings.plugin(PLUGIN_NAME)
-    return AptProvisioner(install_recommends=own.get("install_recommends", True))
+    own = settings.of(DebianSettings)
+    return AptProvisioner(install_recommends=own.install_recommends)
 
 
 def _is_deb(path: Path) -> bool:

@@ -36,7 +36,7 @@ from aminator_ec2.images import (
     ec2_clients,
     resolve_base_image,
 )
-from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS
+from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS, Ec2Settings
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
 from aminator_ec2.waiting import poll_until
@@ -58,7 +58,6 @@ from aminator_ng.api import (
 
 log = logging.getLogger(__name__)
 
-PLUGIN_NAME = "ec2"
 TAG_PREFIX = "aminator-ng:"
 BAKE_ID_TAG = TAG_PREFIX + "bake-id"
 INSTANCE_TAG = TAG_PREFIX + "instance-id"
@@ -87,21 +86,19 @@ class Ec2Cloud(CloudBackend):
     name = CLOUD_NAME
 
     def __init__(self, settings: EngineSettings) -> None:
-        own = settings.plugin(PLUGIN_NAME)
-        self.owners = tuple(own.get("base_owner") or DEFAULT_OWNERS)
-        self.filters = dict(own.get("base_filter") or {})
-        self.attach_timeout_s = float(own.get("attach_timeout", 120.0))
-        self.snapshot_timeout_s = float(own.get("snapshot_timeout", 3600.0))
-        self.volume_type = str(own.get("volume_type") or "gp3")
-        self.retry_mode = own.get("retry_mode")
-        self.device_root = Path(own.get("device_root") or "/dev")
-        self.sysfs_root = Path(own.get("sysfs_root") or "/sys")
-        self.lock_dir = Path(own.get("lock_dir") or "/run/lock")
+        own = settings.of(Ec2Settings)
+        self.owners = own.base_owner or DEFAULT_OWNERS
+        self.filters = dict(own.base_filter)
+        self.attach_timeout_s = own.attach_timeout
+        self.snapshot_timeout_s = own.snapshot_timeout
+        self.volume_type = own.volume_type
+        self.retry_mode = own.retry_mode
+        self.device_root = own.device_root
+        self.sysfs_root = own.sysfs_root
+        self.lock_dir = own.lock_dir
         self.overrides = RegistrationOverrides.from_settings(own)
         self.sboms = SbomRecords(
-            settings.home / "ec2" / "sboms",
-            bucket=str(own.get("sbom_bucket") or ""),
-            prefix=str(own.get("sbom_prefix", "sboms/")),
+            settings.home / "ec2" / "sboms", bucket=own.sbom_bucket, prefix=own.sbom_prefix
         )
         self._bases: dict[str, BaseImage] = {}
 

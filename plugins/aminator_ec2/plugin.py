@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from aminator_ng.api import CloudBackend, EngineSettings, Setting, hookimpl
+from aminator_ng.api import CloudBackend, EngineSettings, declared, hookimpl
 
 #: The backend's name (``--cloud ec2``).
 CLOUD_NAME = "ec2"
@@ -15,97 +16,78 @@ DEFAULT_OWNERS = ("self", "amazon")
 VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
 
 
+@dataclass(frozen=True)
+class Ec2Settings:
+    """The ``[plugins.NAME]`` table of this plugin (``ec2`` as it is installed)."""
+
+    base_owner: tuple[str, ...] = declared(
+        list,
+        DEFAULT_OWNERS,
+        "owners whose images a base image name may match: self, amazon, an account id",
+        flag=True,
+    )
+    base_filter: Mapping[str, str] = declared(
+        dict,
+        {},
+        "DescribeImages filters that narrow the base image (architecture=x86_64, ...)",
+        flag=True,
+    )
+    attach_timeout: float = declared(
+        float,
+        120.0,
+        "seconds to wait for an attached volume's block device to appear",
+        flag=True,
+    )
+    volume_type: str = declared(
+        str, "gp3", "the working volume's EBS type", flag=True, choices=VOLUME_TYPES
+    )
+    snapshot_timeout: float = declared(float, 3600.0, "seconds to wait for the snapshot")
+    retry_mode: str | None = declared(
+        str,
+        None,
+        "botocore's retry mode (else AWS_RETRY_MODE or the profile's, else standard)",
+        choices=("standard", "adaptive", "legacy"),
+    )
+    root_device_name: str | None = declared(
+        str, None, "the new AMI's root device name (default: the base AMI's)", flag=True
+    )
+    ena_support: bool | None = declared(
+        bool, None, "ENA support (default: the base AMI's)", flag=True
+    )
+    sriov_net_support: str | None = declared(
+        str, None, "SR-IOV support (default: the base AMI's)", flag=True, choices=("simple",)
+    )
+    boot_mode: str | None = declared(
+        str,
+        None,
+        "boot mode (default: the base AMI's)",
+        flag=True,
+        choices=("legacy-bios", "uefi", "uefi-preferred"),
+    )
+    tpm_support: str | None = declared(
+        str, None, "NitroTPM support (default: the base AMI's)", flag=True, choices=("v2.0",)
+    )
+    imds_support: str | None = declared(
+        str,
+        None,
+        "v2.0 makes instances require IMDSv2 (default: the base AMI's)",
+        flag=True,
+        choices=("v2.0",),
+    )
+    sbom_bucket: str = declared(
+        str,
+        "",
+        "an S3 bucket that receives each baked AMI's SBOM too (none: kept on this host only)",
+    )
+    sbom_prefix: str = declared(str, "sboms/", "the key prefix of the SBOMs in sbom_bucket")
+    device_root: Path = declared(Path, "/dev", "where block devices appear")
+    sysfs_root: Path = declared(Path, "/sys", "where sysfs is mounted")
+    lock_dir: Path = declared(Path, "/run/lock", "where attachment points are locked")
+
+
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [
-        Setting(
-            "base_owner",
-            list,
-            list(DEFAULT_OWNERS),
-            "owners whose images a base image name may match: self, amazon, an account id",
-            flag=True,
-        ),
-        Setting(
-            "base_filter",
-            dict,
-            {},
-            "DescribeImages filters that narrow the base image (architecture=x86_64, ...)",
-            flag=True,
-        ),
-        Setting(
-            "attach_timeout",
-            float,
-            120.0,
-            "seconds to wait for an attached volume's block device to appear",
-            flag=True,
-        ),
-        Setting(
-            "volume_type",
-            str,
-            "gp3",
-            "the working volume's EBS type",
-            flag=True,
-            choices=VOLUME_TYPES,
-        ),
-        Setting("snapshot_timeout", float, 3600.0, "seconds to wait for the snapshot"),
-        Setting(
-            "retry_mode",
-            str,
-            None,
-            "botocore's retry mode (else AWS_RETRY_MODE or the profile's, else standard)",
-            choices=("standard", "adaptive", "legacy"),
-        ),
-        Setting(
-            "root_device_name",
-            str,
-            None,
-            "the new AMI's root device name (default: the base AMI's)",
-            flag=True,
-        ),
-        Setting("ena_support", bool, None, "ENA support (default: the base AMI's)", flag=True),
-        Setting(
-            "sriov_net_support",
-            str,
-            None,
-            "SR-IOV support (default: the base AMI's)",
-            flag=True,
-            choices=("simple",),
-        ),
-        Setting(
-            "boot_mode",
-            str,
-            None,
-            "boot mode (default: the base AMI's)",
-            flag=True,
-            choices=("legacy-bios", "uefi", "uefi-preferred"),
-        ),
-        Setting(
-            "tpm_support",
-            str,
-            None,
-            "NitroTPM support (default: the base AMI's)",
-            flag=True,
-            choices=("v2.0",),
-        ),
-        Setting(
-            "imds_support",
-            str,
-            None,
-            "v2.0 makes instances require IMDSv2 (default: the base AMI's)",
-            flag=True,
-            choices=("v2.0",),
-        ),
-        Setting(
-            "sbom_bucket",
-            str,
-            "",
-            "an S3 bucket that receives each baked AMI's SBOM too (none: kept on this host only)",
-        ),
-        Setting("sbom_prefix", str, "sboms/", "the key prefix of the SBOMs in sbom_bucket"),
-        Setting("device_root", Path, Path("/dev"), "where block devices appear"),
-        Setting("sysfs_root", Path, Path("/sys"), "where sysfs is mounted"),
-        Setting("lock_dir", Path, Path("/run/lock"), "where attachment points are locked"),
-    ]
+def aminator_settings() -> type[Ec2Settings]:
+    return Ec2Settings
 
 
 @hookimpl

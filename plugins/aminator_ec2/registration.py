@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aminator_ec2.images import BaseImage
+from aminator_ec2.plugin import Ec2Settings
 
 #: EC2 limits an AMI description to 255 characters.
 MAX_DESCRIPTION = 255
@@ -34,8 +35,8 @@ class RegistrationOverrides:
     imds_support: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> RegistrationOverrides:
-        return cls(**{name: settings.get(name) for name in cls.__dataclass_fields__})
+    def from_settings(cls, settings: Ec2Settings) -> RegistrationOverrides:
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 def _mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:

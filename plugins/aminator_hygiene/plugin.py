@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from aminator_ng.api import Chroot, Distro, EngineSettings, HygieneOutcome, Setting, hookimpl
-
-PLUGIN_NAME = "hygiene"
+from aminator_ng.api import Chroot, Distro, EngineSettings, HygieneOutcome, declared, hookimpl
 
 #: Units of images that make missing SSH host keys at boot by themselves.
 OWN_KEY_MAKERS = (
@@ -64,39 +63,41 @@ MACHINE_ID = "/etc/machine-id"
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
 
 
+@dataclass(frozen=True)
+class HygieneSettings:
+    """The ``[plugins.NAME]`` table of this plugin (``hygiene`` as it is installed): a switch
+    for each rule, by the rule's name."""
+
+    ssh_host_keys: bool = declared(
+        bool,
+        True,
+        "remove the SSH host keys made at bake time; each instance makes its own at first boot",
+    )
+    machine_id: bool = declared(
+        bool,
+        True,
+        "empty /etc/machine-id (and link /var/lib/dbus/machine-id to it): each instance "
+        "makes its own at first boot",
+    )
+    snakeoil: bool = declared(
+        bool,
+        True,
+        "remove the ssl-cert snakeoil key and certificate made at bake time; each instance "
+        "makes its own at first boot",
+    )
+    random_seed: bool = declared(bool, True, "remove systemd's saved random seed")
+    logs: bool = declared(bool, True, "empty the logs the bake wrote under /var/log")
+    keep_package_history: bool = declared(
+        bool,
+        False,
+        "with logs: keep the package manager's own history (apt's history.log, dpkg.log)",
+    )
+    tmp: bool = declared(bool, True, "remove what the bake added to /tmp and /var/tmp")
+
+
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [
-        Setting(
-            "ssh_host_keys",
-            bool,
-            True,
-            "remove the SSH host keys made at bake time; each instance makes its own at first boot",
-        ),
-        Setting(
-            "machine_id",
-            bool,
-            True,
-            "empty /etc/machine-id (and link /var/lib/dbus/machine-id to it): each instance "
-            "makes its own at first boot",
-        ),
-        Setting(
-            "snakeoil",
-            bool,
-            True,
-            "remove the ssl-cert snakeoil key and certificate made at bake time; each instance "
-            "makes its own at first boot",
-        ),
-        Setting("random_seed", bool, True, "remove systemd's saved random seed"),
-        Setting("logs", bool, True, "empty the logs the bake wrote under /var/log"),
-        Setting(
-            "keep_package_history",
-            bool,
-            False,
-            "with logs: keep the package manager's own history (apt's history.log, dpkg.log)",
-        ),
-        Setting("tmp", bool, True, "remove what the bake added to /tmp and /var/tmp"),
-    ]
+def aminator_settings() -> type[HygieneSettings]:
+    return HygieneSettings
 
 
 @hookimpl
@@ -107,9 +108,9 @@ def aminator_clean_image(
     started: datetime,
     package_history: Sequence[str],
 ) -> list[HygieneOutcome]:
-    own = settings.plugin(PLUGIN_NAME)
+    own = settings.of(HygieneSettings)
     since = started.timestamp()
-    kept = tuple(package_history) if own.get("keep_package_history", False) else ()
+    kept = tuple(package_history) if own.keep_package_history else ()
     # Each rule, and what it would remove or empty (kept, and reported, when it is off).
     rules: tuple[tuple[str, Callable[[], str], Callable[[], list[str]]], ...] = (
         ("ssh_host_keys", lambda: reset_ssh_host_keys(chroot), lambda: ssh_host_keys(chroot)),
@@ -125,7 +126,7 @@ def aminator_clean_image(
     )
     outcomes: list[HygieneOutcome] = []
     for name, rule, would_change in rules:
-        if own.get(name, True):
+        if getattr(own, name):
             outcomes.append(HygieneOutcome(name, rule()))
         else:
             outcomes.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from aminator_ng.api import (
@@ -13,7 +14,7 @@ from aminator_ng.api import (
     PackageInfo,
     Provisioner,
     RequestError,
-    Setting,
+    declared,
     hookimpl,
     resolve_in_root,
 )
@@ -23,24 +24,26 @@ from aminator_redhat.shims import shim_service_managers
 
 FAMILY = "redhat"
 RECOGNISED_IDS = {"rhel", "fedora", "centos", "amzn", "rocky", "almalinux"}
-#: This plugin's entry-point name, which names its ``[plugins.redhat]`` table.
-PLUGIN_NAME = "redhat"
 DNF_PATHS = ("/usr/bin/dnf", "/usr/bin/dnf-3", "/usr/bin/dnf5")
 YUM_PATHS = ("/usr/bin/yum",)
 DNF_RELEASES = "Amazon Linux 2023, RHEL, Rocky or AlmaLinux 8 or later, CentOS Stream, Fedora"
 
 
+@dataclass(frozen=True)
+class RedHatSettings:
+    """The ``[plugins.NAME]`` table of this plugin (``redhat`` as it is installed)."""
+
+    gpgcheck: bool = declared(
+        bool,
+        True,
+        "check package signatures (off only knowingly: the image is tagged gpgcheck=off)",
+        flag=True,
+    )
+
+
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [
-        Setting(
-            "gpgcheck",
-            bool,
-            True,
-            "check package signatures (off only knowingly: the image is tagged gpgcheck=off)",
-            flag=True,
-        )
-    ]
+def aminator_settings() -> type[RedHatSettings]:
+    return RedHatSettings
 
 
 def _has_any(root: Path, candidates: Sequence[str]) -> bool:
@@ -78,8 +81,7 @@ def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) ->
 def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
     if distro.package_format != "rpm":
         return None
-    own = settings.plugin(PLUGIN_NAME)
-    return DnfProvisioner(gpgcheck=own.get("gpgcheck", True))
+    return DnfProvisioner(gpgcheck=settings.of(RedHatSettings).gpgcheck)
 
 
 @hookimpl(trylast=True)

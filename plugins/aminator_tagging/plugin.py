@@ -8,14 +8,15 @@ import json
 import os
 import socket
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aminator_ng.api import (
     BakeFacts,
     BakeRequest,
     ConfigError,
     EngineSettings,
-    Setting,
+    declared,
     hookimpl,
 )
 
@@ -35,19 +36,22 @@ TEMPLATE_FIELDS = (
 )
 
 
+#: The entry-point name of this plugin, which an environment's finalizers name.
 PLUGIN_NAME = "tagging"
 
 
+@dataclass(frozen=True)
+class TaggingSettings:
+    """The ``[plugins.NAME]`` table of this plugin (``tagging`` as it is installed)."""
+
+    creator: str | None = declared(
+        str, None, "the creator tag (default: the user who ran the bake, @ the host name)"
+    )
+
+
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [
-        Setting(
-            "creator",
-            str,
-            None,
-            "the creator tag (default: the user who ran the bake, @ the host name)",
-        )
-    ]
+def aminator_settings() -> type[TaggingSettings]:
+    return TaggingSettings
 
 
 def default_suffix(facts: BakeFacts) -> str:
@@ -136,9 +140,9 @@ def manifest_digest(facts: BakeFacts) -> str:
 
 
 def creator(facts: BakeFacts) -> str:
-    configured = facts.settings.plugin(PLUGIN_NAME).get("creator")
+    configured = facts.settings.of(TaggingSettings).creator
     if configured:
-        return str(configured)
+        return configured
     user = os.environ.get("SUDO_USER") or getpass.getuser()
     return f"{user}@{socket.gethostname()}"
 

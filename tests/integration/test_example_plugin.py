@@ -39,14 +39,19 @@ HOOKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example installed with pip into a directory of its own, never into the shared
-    environment. It is built from a copy, so that the build leaves nothing in examples/."""
-    work = tmp_path_factory.mktemp("acme-plugin")
+def install_example(work: Path, entry_point_name: str = "acme") -> dict[str, str]:
+    """The example installed with pip into a directory of its own (never into the shared
+    environment) under ``entry_point_name``, and the environment under which ``aminate`` finds
+    it. It is built from a copy, so that the build leaves nothing in examples/."""
     source = work / "source"
     shutil.copytree(
         EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    setup = source / "setup.cfg"
+    setup.write_text(
+        setup.read_text().replace(
+            "    acme = aminator_acme.plugin", f"    {entry_point_name} = aminator_acme.plugin"
+        )
     )
     site = work / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
@@ -57,14 +62,14 @@ def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert installed.returncode == 0, installed.stderr
-    return site
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 @pytest.fixture(scope="module")
-def with_acme(acme_site: Path) -> dict[str, str]:
-    """The environment under which ``aminate`` finds the example plugin."""
-    paths = [str(acme_site), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {"PYTHONPATH": os.pathsep.join(paths)}
+def with_acme(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment under which ``aminate`` finds the example plugin, installed as ``acme``."""
+    return install_example(tmp_path_factory.mktemp("acme-plugin"))
 
 
 def make_acme_linux(root: Path) -> None:
@@ -206,6 +211,27 @@ def test_bake_with_the_example_plugin(
         # Written through the image's absolute symlink /opt/acme -> /srv/acme: into the image.
         assert (root / "srv/acme/hello.conf").is_file()
     assert not HOST_SRV_ACME.exists()
+
+
+def test_the_example_installed_under_another_name_gets_its_settings_there(
+    workspace: Workspace, acme_base: str, tmp_path: Path
+) -> None:
+    renamed = install_example(tmp_path / "renamed", "acmecorp")
+    (workspace.config_home / "aminator-ng").mkdir(parents=True, exist_ok=True)
+    (workspace.config_home / "aminator-ng" / "config.toml").write_text(
+        '[plugins.acmecorp]\nmotd = "from [plugins.acmecorp]"\n'
+    )
+    listed = workspace.aminate("plugins", "--output", "json", env=renamed).json()
+    assert "acmecorp" in {plugin["name"] for plugin in listed["plugins"]}
+    package = build_acme_package(tmp_path, "acme-hello", {"usr/share/acme-hello/x": b"x"})
+    baked = workspace.aminate("-b", acme_base, "--output", "json", str(package), env=renamed)
+    assert baked.returncode == 0, baked.stderr
+    raw = workspace.scratch / "renamed.raw"
+    exported = workspace.aminate("export", baked.json()["image_id"], str(raw))
+    assert exported.returncode == 0, exported.stderr
+    with mounted_image(raw, workspace.scratch / "mnt") as root:
+        assert (root / "etc/motd").read_text() == "from [plugins.acmecorp]\n"
+    workspace.assert_nothing_left()
 
 
 def test_without_the_plugin_no_distro_plugin_recognises_acme_linux(

@@ -30,6 +30,7 @@ from aminator_ng.config import (
     GLOBAL_SETTINGS,
     Declarations,
     EffectiveConfig,
+    EngineSettings,
     Flags,
     Setting,
     engine_settings,
@@ -1263,6 +1264,48 @@ def test_a_config_error_with_json_output_is_a_failure_object(
     assert data["exit_code"] == 2
     assert f"{layers.system}: [bake] suffix" in data["error"]["message"]
     assert data["error"]["hint"] == "Name suffix (default: UTC time and bake id)."
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """A third-party plugin's settings, declared as a dataclass."""
+
+    retries: int = config_module.declared(int, 3, "how often to retry", minimum=0, flag=True)
+    regions: tuple[str, ...] = config_module.declared(list, [], "where to copy the image")
+    target: Path = config_module.declared(Path, "/srv/copies", "where copies go")
+
+
+class PluginWithTypedSettings:
+    @hookimpl
+    def aminator_settings(self) -> type[CopySettings]:
+        return CopySettings
+
+
+@pytest.mark.parametrize("registered_as", ["copier", "copier_two"])
+def test_a_plugin_gets_its_typed_settings_under_the_name_it_was_loaded_as(
+    layers: Layers, registered_as: str
+) -> None:
+    hooks = load_plugins(environ={}, extra=[(registered_as, PluginWithTypedSettings())])
+    declarations = hooks.setting_declarations()
+    assert declarations.types[registered_as] is CopySettings
+    layers.write(
+        layers.system,
+        f'[plugins.{registered_as}]\nretries = 5\nregions = ["eu-west-1"]\n',
+    )
+    variable = config_module.variable_name(registered_as, "target")
+    config = effective(layers, declarations, **{variable: "/srv/elsewhere"})
+    own = engine_settings(config, declarations=declarations).of(CopySettings)
+    assert own == CopySettings(5, ("eu-west-1",), Path("/srv/elsewhere"))
+    # Without a loaded plugin that declared it: the defaults, as the plugin's own tests see.
+    assert EngineSettings().of(CopySettings) == CopySettings(3, (), Path("/srv/copies"))
+    assert EngineSettings().of(CopySettings).target == Path("/srv/copies")
+
+
+def test_a_typed_setting_below_its_minimum_is_refused(layers: Layers) -> None:
+    hooks = load_plugins(environ={}, extra=[("copier", PluginWithTypedSettings())])
+    layers.write(layers.system, "[plugins.copier]\nretries = -1\n")
+    with pytest.raises(ConfigError, match=r"\[plugins.copier\] retries: -1 is less than 0"):
+        effective(layers, hooks.setting_declarations())
 
 
 # One declaration per setting: the bake's flags, files and variables all come from it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aminator_ec2.images import BaseImage
+from aminator_ec2.plugin import Ec2Settings
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 
 
@@ -90,7 +91,9 @@ def test_overrides_win_over_the_base() -> None:
 
 
 def test_overrides_read_from_settings_ignore_other_settings() -> None:
-    overrides = RegistrationOverrides.from_settings({"boot_mode": "uefi", "attach_timeout": 5.0})
+    overrides = RegistrationOverrides.from_settings(
+        Ec2Settings(boot_mode="uefi", attach_timeout=5.0)
+    )
     assert overrides == RegistrationOverrides(boot_mode="uefi")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from aminator_ec2.backend import Ec2Cloud
+from aminator_ec2.plugin import Ec2Settings
 from aminator_ng.api import CloudError, EngineSettings, ImageSpec, Snapshot
 from tests.ec2moto import IAM_POLICY, REGION, Call, MotoEc2, made_by_bakes, moto_ec2
 from tests.iampolicy import TEST_SBOM_BUCKET, Evaluator, Policy
@@ -33,10 +34,8 @@ def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
 
 
 def backend(moto: MotoEc2, home: Path, **sbom_settings: str) -> Ec2Cloud:
-    settings = EngineSettings(
-        home=home,
-        plugin_settings={"ec2": {"lock_dir": home / "lock", **sbom_settings}},
-    )
+    own = Ec2Settings(lock_dir=home / "lock", **sbom_settings)
+    settings = EngineSettings(home=home, typed={Ec2Settings: own})
     return Ec2Cloud(settings)
 
 

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from aminator_hygiene.plugin import KEYGEN_UNIT, SNAKEOIL_UNIT, aminator_clean_image
+from aminator_hygiene.plugin import (
+    KEYGEN_UNIT,
+    SNAKEOIL_UNIT,
+    HygieneSettings,
+    aminator_clean_image,
+)
 from aminator_ng.chroot import Chroot
 from aminator_ng.config import EngineSettings
 from aminator_ng.model import Distro, HygieneOutcome
@@ -44,7 +49,7 @@ HISTORY = ("/var/log/apt/history.log", "/var/log/dpkg.log")
 def clean(
     root: Path, started: datetime | None = None, **switches: bool
 ) -> dict[str, HygieneOutcome]:
-    settings = EngineSettings(plugin_settings={"hygiene": switches})
+    settings = EngineSettings(typed={HygieneSettings: HygieneSettings(**switches)})
     outcomes = aminator_clean_image(
         Chroot(root), DISTRO, settings, started or datetime.now(UTC), HISTORY
     )

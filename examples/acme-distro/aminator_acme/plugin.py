@@ -4,8 +4,9 @@ reads .acme.tar files and provisions them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from aminator_acme.package import is_acme_package, read_package_info
@@ -18,13 +19,13 @@ from aminator_ng.api import (
     EngineSettings,
     PackageInfo,
     Provisioner,
-    Setting,
+    declared,
     hookimpl,
     replaced_file,
 )
 
 #: The plugin API this plugin is written for: the same major version, this minor or a later one.
-REQUIRED_API = (1, 5)
+REQUIRED_API = (1, 9)
 
 
 def api_fits(version: str, required: tuple[int, int]) -> bool:
@@ -33,18 +34,23 @@ def api_fits(version: str, required: tuple[int, int]) -> bool:
 
 
 if not api_fits(API_VERSION, REQUIRED_API):
-    raise ImportError(f"aminator-acme needs plugin API 1.5 or a later 1.x, not {API_VERSION}")
+    raise ImportError(f"aminator-acme needs plugin API 1.9 or a later 1.x, not {API_VERSION}")
 
-#: This plugin's entry-point name (setup.cfg), which names its [plugins.acme] table.
-PLUGIN_NAME = "acme"
 FAMILY = "acme"
 #: Present inside the image while it is being baked, so that package scripts can tell.
 BAKING_MARKER = "/etc/acme/baking"
 
 
+@dataclass(frozen=True)
+class AcmeSettings:
+    """This plugin's [plugins.NAME] table, NAME being whatever it is installed as (acme)."""
+
+    motd: str | None = declared(str, None, "text written to /etc/motd of the image", flag=True)
+
+
 @hookimpl
-def aminator_settings() -> Sequence[Setting]:
-    return [Setting("motd", str, None, "text written to /etc/motd of the image", flag=True)]
+def aminator_settings() -> type[AcmeSettings]:
+    return AcmeSettings
 
 
 @hookimpl
@@ -90,7 +96,7 @@ def aminator_prepare_chroot(chroot: Chroot, distro: Distro, stack: ExitStack) ->
 def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisioner | None:
     if distro.family != FAMILY:
         return None
-    return AcmeProvisioner(motd=settings.plugin(PLUGIN_NAME).get("motd"))
+    return AcmeProvisioner(motd=settings.of(AcmeSettings).motd)
 
 
 @hookimpl
