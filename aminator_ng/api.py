@@ -7,6 +7,7 @@ number it was written for.
 
 from __future__ import annotations
 
+from aminator_ng.base_create import BaseCreator, BootstrappedRoot
 from aminator_ng.blockdev import (
     Filesystem,
     backing_file,
@@ -57,13 +58,12 @@ from aminator_ng.model import (
     SbomPackage,
     ShippedFile,
     Snapshot,
-    SourceLine,
     Volume,
 )
 from aminator_ng.provisioner import Provisioner, staged_package_files
-from aminator_ng.run import Completed, find_tool, run
+from aminator_ng.run import Completed, HostPackages, find_tool, run
 
-API_VERSION = "1.9"
+API_VERSION = "2.0"
 
 __all__ = [
     "API_VERSION",
@@ -72,6 +72,8 @@ __all__ = [
     "BakeFacts",
     "BakeRequest",
     "BakeTimeoutError",
+    "BaseCreator",
+    "BootstrappedRoot",
     "Chroot",
     "CleanupError",
     "CloudBackend",
@@ -85,6 +87,7 @@ __all__ = [
     "Filesystem",
     "Flag",
     "HostError",
+    "HostPackages",
     "HygieneOutcome",
     "Image",
     "ImagePathError",
@@ -104,7 +107,6 @@ __all__ = [
     "Setting",
     "ShippedFile",
     "Snapshot",
-    "SourceLine",
     "Volume",
     "backing_file",
     "check_unchanged",

@@ -59,7 +59,7 @@ from aminator_ng.pkgcache import BakeIdentity, CacheUse, PackageCache
 from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
-from aminator_ng.repositories import PACKAGE_FILE_SUFFIXES, mounted_repositories, read_repositories
+from aminator_ng.repositories import mounted_repositories, parse_repositories, read_repositories
 from aminator_ng.sbom import Sbom, prepare_meanwhile
 from aminator_ng.steps import Steps
 
@@ -162,8 +162,9 @@ def hygiene_tag(outcomes: Sequence[HygieneOutcome]) -> dict[str, str]:
     return {"hygiene": "off:" + ",".join(off) if off else "ok"}
 
 
-def looks_like_file(spec: str) -> bool:
-    return "/" in spec or spec.endswith(PACKAGE_FILE_SUFFIXES) or Path(spec).is_file()
+def looks_like_file(spec: str, suffixes: tuple[str, ...]) -> bool:
+    """A path, an existing file, or a name ending as the plugins' package files do."""
+    return "/" in spec or spec.endswith(suffixes) or Path(spec).is_file()
 
 
 def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageRequest]:
@@ -171,8 +172,9 @@ def read_package_requests(hooks: Hooks, specs: Sequence[str]) -> list[PackageReq
     if not specs:
         raise RequestError("no package to bake", hint="name a package file or a package name")
     requests: list[PackageRequest] = []
+    suffixes = hooks.package_file_suffixes()
     for spec in specs:
-        if looks_like_file(spec):
+        if looks_like_file(spec, suffixes):
             path = Path(spec).resolve()
             if not path.is_file():
                 raise NotFoundError(f"package file not found: {spec}")
@@ -371,6 +373,9 @@ class Bake:
             )
         provisioner = require_provisioner(self.hooks, distro, self.settings)
         self.host.require_tools(provisioner.required_tools())
+        self.repositories = parse_repositories(
+            provisioner, self.repositories, self.request.repository_keys
+        )
         log.info(
             "distribution %s, provisioner %s", distro.pretty_name or distro.os_id, provisioner.name
         )

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from aminator_ng import __version__
 from aminator_ng.bake import Bake, new_bake_id
-from aminator_ng.base import create_base
+from aminator_ng.base_create import BaseCreator, create_base
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import (
     BAKE_SETTINGS,
@@ -49,6 +49,7 @@ from aminator_ng.errors import (
 )
 from aminator_ng.host import require_root
 from aminator_ng.model import Image
+from aminator_ng.osrelease import read_os_release
 from aminator_ng.output import (
     bake_text,
     config_text,
@@ -61,6 +62,7 @@ from aminator_ng.output import (
 from aminator_ng.pkgcache import PackageCache
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.recovery import bake_records, clean_up
+from aminator_ng.run import know_host_packages
 from aminator_ng.sbom import Sbom
 from aminator_ng.shell import open_shell
 from aminator_ng.signals import interrupts_raised
@@ -238,12 +240,14 @@ def cli() -> None:
 class SettingOption(click.Option):
     """The command-line form of a setting (one of its flags): the engine's, or a plugin's."""
 
-    def __init__(self, setting: Setting, flag: Flag, plugin: str | None = None) -> None:
+    def __init__(
+        self, setting: Setting, flag: Flag, plugin: str | None = None, *, show_default: bool = False
+    ) -> None:
         self.plugin = plugin
         self.setting = setting
         self.flag = flag
         help = flag.help or setting.help
-        if plugin is not None:
+        if plugin is not None and not show_default:
             help = f"{help} (plugin {plugin}; [plugins.{plugin}] {setting.name})"
         declared: dict[str, Any] = {
             "help": help,
@@ -251,6 +255,9 @@ class SettingOption(click.Option):
             "expose_value": True,
             "metavar": flag.metavar,
         }
+        if show_default and setting.default not in (None, (), {}):
+            # Only shown: a flag not given leaves the setting to its own default anyway.
+            declared["default"], declared["show_default"] = setting.default, True
         names = list(flag.names)
         if setting.type is bool:
             if setting.negatable:
@@ -268,7 +275,7 @@ class SettingOption(click.Option):
             declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
                 setting.type, click.STRING
             )
-        position = setting.command_line.index(flag)
+        position = setting.command_line.index(flag) if flag in setting.command_line else 0
         internal = f"setting_{plugin or 'bake'}_{setting.name}_{position}"
         super().__init__([*names, internal], **declared)
 
@@ -414,9 +421,11 @@ def base() -> None:
 
 @base.command("create", context_settings={"help_option_names": ["--help"]})
 @click.argument("name")
-@click.option("--suite", default="bookworm", show_default=True, help="Distribution release.")
-@click.option("--mirror", metavar="URL", help="Package mirror.")
-@click.option("--security-mirror", metavar="URL", help="Security updates mirror.")
+@click.option(
+    "--distro",
+    metavar="NAME",
+    help="The plugin's base creator to bootstrap with (default: the only one).",
+)
 @click.option("--size", default="2G", show_default=True, help="Disk size.")
 @click.option(
     "--layout",
@@ -433,38 +442,75 @@ def base() -> None:
     show_default=True,
     help="The root filesystem.",
 )
-@click.option("--include", metavar="PKG,...", default="", help="Extra packages to install.")
 @global_options
 @click.pass_context
 def base_create(
     ctx: click.Context,
+    /,
     name: str,
-    suite: str,
-    mirror: str | None,
-    security_mirror: str | None,
+    distro: str | None,
     size: str,
     layout: str,
     filesystem: str,
-    include: str,
+    **options: Any,
 ) -> None:
-    """Bootstrap a minimal root of SUITE into a disk image and register it as NAME."""
+    """Bootstrap a minimal root with a distro plugin (--distro) into a disk image and register
+    it as NAME. The options after --fs are the base creators' own."""
     app = App(ctx)
     size_bytes = parse_size(size)
+    creator = chosen_creator(app.hooks.base_creators(), distro)
+    given = settings_given(ctx)
+    unused = sorted(plugin for plugin in given if plugin not in (None, creator.name))
+    if unused:
+        raise click.UsageError(
+            f"{', '.join(unused)}'s options do not apply to --distro {creator.name}"
+        )
     cloud = app.cloud
     image = create_base(
-        app.hooks,
+        creator,
         cloud,
         app.settings,
         name=name,
-        suite=suite,
-        mirror=mirror,
-        security_mirror=security_mirror,
+        options=creator.options_from(given.get(creator.name, {})),
         size_bytes=size_bytes,
-        include=[p for p in include.split(",") if p],
         layout=layout,
         filesystem=filesystem,
     )
     app.emit(image.as_dict(), f"{image.image_id} {image.name}")
+
+
+def chosen_creator(creators: Sequence[BaseCreator], distro: str | None) -> BaseCreator:
+    """The base creator ``--distro`` names; without it, the only one."""
+    names = ", ".join(c.name for c in creators) or "none"
+    if distro is None and len(creators) == 1:
+        return creators[0]
+    if distro is None:
+        raise click.UsageError(f"choose a base creator with --distro: {names}")
+    for creator in creators:
+        if creator.name == distro:
+            return creator
+    raise click.UsageError(f"no plugin creates bases for --distro {distro} (offered: {names})")
+
+
+def add_creator_options(command: click.Command, creators: Sequence[BaseCreator]) -> None:
+    """Give ``base create`` the options of every base creator (one creator's flag that another
+    has already is left out: set it with --distro of the first)."""
+    command.params = [p for p in command.params if not isinstance(p, SettingOption)]
+    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
+    for creator in creators:
+        for setting in creator.option_settings():
+            for flag in setting.command_line or (Flag((setting.option,)),):
+                option = SettingOption(setting, flag, creator.name, show_default=True)
+                if taken & {*option.opts, *option.secondary_opts}:
+                    log.debug("base creator %s: %s is taken", creator.name, setting.option)
+                    continue
+                taken |= {*option.opts, *option.secondary_opts}
+                # Before the global options, after the command's own.
+                first_global = next(
+                    (i for i, p in enumerate(command.params) if p.name == "cloud"),
+                    len(command.params),
+                )
+                command.params.insert(first_global, option)
 
 
 @base.command("import", context_settings={"help_option_names": ["--help"]})
@@ -825,7 +871,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ctx_meta: dict[str, Any] = {}
     try:
         hooks = load_plugins()
+        know_host_packages(hooks.host_packages(read_os_release(Path("/"))))
         add_plugin_options(bake, hooks.setting_declarations())
+        add_creator_options(base_create, hooks.base_creators())
         with interrupts_raised(), cli.make_context("aminate", args, obj=hooks) as ctx:
             ctx_meta = ctx.meta
             cli.invoke(ctx)

@@ -270,12 +270,13 @@ class BakeRequest:
         flag=True,
         negatable=False,
     )
-    #: ``--repo`` specs as given: apt one-line sources, or host directories of package files.
+    #: ``--repo`` specs as given: host directories of package files, or repositories as the
+    #: bake's provisioner reads them.
     repositories: tuple[str, ...] = declared(
         list,
         (),
-        "Add a repository for this bake only: an apt one-line source "
-        "('deb [options] URI suite [component...]') or a directory of package files (repeatable).",
+        "Add a repository for this bake only: a directory of package files, or a repository "
+        "as the image's package manager takes one, a source line or a URL (repeatable).",
         key="repo",
         flags=(Flag(("--repo",), metavar="SPEC"),),
     )

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pluggy
 
+from aminator_ng.base_create import BaseCreator
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, EngineSettings, Setting
 from aminator_ng.model import BakeFacts, Distro, HygieneOutcome, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
+from aminator_ng.run import HostPackages
 
 PROJECT = "aminator_ng"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -42,6 +44,20 @@ def aminator_settings() -> type | Sequence[Setting] | None:
     gets ``--no-...`` as well).
 
     :return: the plugin's settings dataclass, or its settings, or None when it has none.
+    """
+
+
+@hookspec
+def aminator_host_packages(os_release: Mapping[str, str]) -> HostPackages | None:
+    """Say which packages provide this plugin's tools on a bake host of this distribution;
+    the plugin of the host's own distribution also names the packages of the engine's tools
+    and the command that installs a package. Only the hint of a missing tool uses it.
+
+    Called once per command, at startup. Every answer counts: for a tool, the first plugin
+    to name it; for the install command, the first to give one.
+
+    :param os_release: the bake host's own /etc/os-release fields.
+    :return: the packages, or None for a host this plugin knows nothing about.
     """
 
 
@@ -134,20 +150,27 @@ def aminator_read_package_file(path: Path) -> PackageInfo | None:
     """
 
 
-@hookspec(firstresult=True)
-def aminator_bootstrap_root(
-    target: Path, suite: str, mirror: str | None, security_mirror: str | None, include: list[str]
-) -> bool | None:
-    """Build a minimal root filesystem tree of a distribution release into ``target``.
+@hookspec
+def aminator_package_file_suffixes() -> Sequence[str] | None:
+    """The file name endings of this plugin's package files (``.deb``), so that a PACKAGE
+    argument ending so is taken for a file even when it is not there (and the bake says the
+    file is missing) rather than for a package name.
 
-    Called by ``aminate base create``.
+    Called once per bake, in step ``read_packages``.
 
-    :param target: an empty directory to fill.
-    :param suite: the release asked for, such as ``"bookworm"``.
-    :param mirror: the package mirror URL, or None for the plugin's default.
-    :param security_mirror: the security mirror URL, or None for the plugin's default.
-    :param include: extra packages to install.
-    :return: True when done, None when this plugin does not know the suite.
+    :return: the endings, or None.
+    """
+
+
+@hookspec
+def aminator_base_creator() -> BaseCreator | None:
+    """Offer ``aminate base create`` a way to bootstrap roots: its name for ``--distro``, its
+    options (flags of ``base create``) and tools, and the bootstrap itself.
+
+    Called once per command, at startup. With one creator offered, it is the default; with
+    several, ``--distro`` chooses.
+
+    :return: the plugin's base creator, or None when it has none.
     """
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -159,81 +158,23 @@ class PackageRequest:
 
 
 @dataclass(frozen=True)
-class SourceLine:
-    """An apt one-line source, ``deb [options] URI suite [component...]`` (sources.list(5)).
-
-    A suite ending in ``/`` names a flat repository and takes no components; any other suite
-    needs at least one.
-    """
-
-    type: str
-    uri: str
-    suite: str
-    components: tuple[str, ...] = ()
-    #: ``name=value`` (or ``name+=value``, ``name-=value``) as written between the brackets.
-    options: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> SourceLine:
-        """Raise ValueError saying what is wrong with ``text``."""
-        match = _SOURCE_LINE.match(text.strip())
-        if match is None:
-            raise ValueError("expected deb [options] URI suite [component...]")
-        kind, options_text, uri, suite, rest = match.groups()
-        options = tuple(options_text.split()) if options_text else ()
-        for option in options:
-            if not _SOURCE_OPTION.match(option):
-                raise ValueError(f"option {option!r} is not name=value")
-        if not _URI.match(uri):
-            raise ValueError(f"{uri!r} is not a URI (http://..., https://..., file:/...)")
-        components = tuple(rest.split()) if rest else ()
-        if suite.endswith("/") and components:
-            raise ValueError(f"the flat suite {suite!r} takes no components")
-        if not suite.endswith("/") and not components:
-            raise ValueError(f"the suite {suite!r} needs a component (main, say)")
-        return cls(kind, uri, suite, components, options)
-
-    def option_names(self) -> set[str]:
-        return {re.split(r"[+-]?=", option, maxsplit=1)[0].lower() for option in self.options}
-
-    def with_option(self, option: str) -> SourceLine:
-        return replace(self, options=(*self.options, option))
-
-    def __str__(self) -> str:
-        options = f"[{' '.join(self.options)}] " if self.options else ""
-        return " ".join([f"{self.type} {options}{self.uri}", self.suite, *self.components])
-
-
-_SOURCE_LINE = re.compile(r"^(deb|deb-src)\s+(?:\[([^\]]*)\]\s*)?(\S+)\s+(\S+)(?:\s+(.+))?$")
-_SOURCE_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9-]*[+-]?=\S+$")
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
-
-
-@dataclass(frozen=True)
 class Repository:
     """A repository added to the image for one bake (``--repo``), gone from it afterwards.
 
-    One of: a host ``directory`` of package files, an apt ``source`` line, or the ``url`` of a
-    repository's root (a dnf baseurl: ``https://...``, ``file:///...``). ``keys`` are host key
-    files (OpenPGP, armored or binary) that sign a source line or a URL repository.
+    Either a host ``directory`` of package files, which the engine bind-mounts into the image,
+    or what the bake's provisioner read the spec as (``Provisioner.parse_repository``):
+    ``parsed``, of the provisioner's own type. ``keys`` are the host key files (OpenPGP,
+    armored or binary) that sign it.
     """
 
     #: As the operator wrote it; error messages name it.
     spec: str
     directory: Path | None = None
-    source: SourceLine | None = None
-    url: str | None = None
+    parsed: Any = None
     keys: tuple[Path, ...] = ()
     #: For a directory: where the engine bind-mounted it, read-only, inside the image for the
     #: chroot's lifetime. The directory above it is the provisioner's to write an index into.
     mounted_at: str | None = None
-
-    @property
-    def kind(self) -> str:
-        """One of "directory", "source" or "url"."""
-        if self.directory is not None:
-            return "directory"
-        return "url" if self.url is not None else "source"
 
 
 @dataclass(frozen=True)

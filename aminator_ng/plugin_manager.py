@@ -23,12 +23,14 @@ from typing import Any
 import pluggy
 
 from aminator_ng import hookspecs
+from aminator_ng.base_create import BaseCreator
 from aminator_ng.chroot import Chroot
 from aminator_ng.cloud import CloudBackend
 from aminator_ng.config import BakeRequest, Declarations, EngineSettings, Setting, settings_of
 from aminator_ng.errors import ConfigError, RequestError
 from aminator_ng.model import BakeFacts, Distro, HygieneOutcome, Image, PackageInfo
 from aminator_ng.provisioner import Provisioner
+from aminator_ng.run import HostPackages
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,16 @@ class Hooks:
     @property
     def _hook(self) -> Any:
         return self.manager.hook
+
+    def host_packages(self, os_release: Mapping[str, str]) -> HostPackages:
+        """What the plugins say provides tools on a host with this os-release, merged."""
+        tools: dict[str, str] = {}
+        install_command = None
+        for answer in self._hook.aminator_host_packages(os_release=os_release):
+            for tool, package in answer.tools.items():
+                tools.setdefault(tool, package)
+            install_command = install_command or answer.install_command
+        return HostPackages(tools, install_command)
 
     def cloud_backend(self, name: str, settings: EngineSettings) -> CloudBackend:
         backend: CloudBackend | None = self._hook.aminator_cloud_backend(
@@ -217,22 +229,14 @@ class Hooks:
         info: PackageInfo | None = self._hook.aminator_read_package_file(path=path)
         return info
 
-    def bootstrap_root(
-        self,
-        target: Path,
-        suite: str,
-        mirror: str | None,
-        security_mirror: str | None,
-        include: list[str],
-    ) -> bool:
-        done: bool | None = self._hook.aminator_bootstrap_root(
-            target=target,
-            suite=suite,
-            mirror=mirror,
-            security_mirror=security_mirror,
-            include=include,
-        )
-        return bool(done)
+    def package_file_suffixes(self) -> tuple[str, ...]:
+        answers: list[Sequence[str]] = self._hook.aminator_package_file_suffixes()
+        return tuple(suffix for answer in answers for suffix in answer)
+
+    def base_creators(self) -> list[BaseCreator]:
+        """The base creators the plugins offer ``aminate base create``, by name."""
+        offered: list[BaseCreator] = self._hook.aminator_base_creator()
+        return sorted(offered, key=lambda creator: creator.name)
 
     def image_name(self, facts: BakeFacts) -> str | None:
         name: str | None = self._finalizer("aminator_image_name", facts)(facts=facts)

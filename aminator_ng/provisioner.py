@@ -35,6 +35,19 @@ class Provisioner(abc.ABC):
         """Host tools this provisioner runs, checked before a bake acquires anything."""
         return []
 
+    def parse_repository(self, spec: str, keys: Sequence[Path]) -> Repository:
+        """A ``--repo`` spec that is not a directory, as this provisioner reads it: a
+        Repository with ``parsed`` set (any type of the provisioner's own), and the ``keys``
+        (the bake's ``--repo-key`` files) that sign it, if it takes them. Raise RequestError
+        naming the spec, and saying how to write one, when it is not a repository here.
+
+        Called in step ``detect_distro``, once the provisioner is known. The default refuses:
+        a provisioner without repository support says so."""
+        raise RequestError(
+            f"provisioner {self.name} cannot add repositories: --repo {spec}",
+            hint="leave out --repo (and repo in [bake]), or use a provisioner that can",
+        )
+
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]
     ) -> AbstractContextManager[None]:

@@ -1,11 +1,11 @@
-"""Repositories added for one bake: ``--repo`` specs and ``--repo-key`` files checked before
-anything is acquired, and directory repositories bind-mounted read-only into the image."""
+"""Repositories added for one bake: ``--repo`` directories and ``--repo-key`` files checked
+before anything is acquired, the other specs read by the bake's provisioner once it is known,
+and directory repositories bind-mounted read-only into the image."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -13,17 +13,15 @@ from pathlib import Path
 
 from aminator_ng.chroot import Chroot, created_directories, mounted_inside
 from aminator_ng.errors import NotFoundError, RequestError
-from aminator_ng.model import Repository, SourceLine
+from aminator_ng.model import Repository
+from aminator_ng.provisioner import Provisioner
 
 log = logging.getLogger(__name__)
 
-PACKAGE_FILE_SUFFIXES = (".deb", ".rpm")
 REPOSITORY_HINT = (
-    "--repo takes an apt one-line source, 'deb [options] URI suite [component...]', "
-    "a repository URL (a dnf baseurl), or a directory of package files"
+    "--repo takes a directory of package files, or a repository as the image's package "
+    "manager names one (a source line, a URL: see docs/operator-guide.md)"
 )
-#: A repository's root URL, as dnf's baseurl takes it.
-_REPOSITORY_URL = re.compile(r"^(?:https?|ftp)://[^\s/]+\S*$|^file:///\S+$")
 #: Where directory repositories are bind-mounted inside the image, ``N/pool`` for the Nth: on the
 #: bake's own tmpfs /run, with their indexes beside them.
 REPOSITORY_MOUNTS = "/run/aminator-ng/repos"
@@ -50,50 +48,55 @@ def read_repository_key(path: Path) -> Path:
     return path.resolve()
 
 
-def _holds_package_files(directory: Path) -> bool:
-    return any(p.suffix in PACKAGE_FILE_SUFFIXES for p in directory.rglob("*"))
+def _holds_files(directory: Path) -> bool:
+    return any(p.is_file() for p in directory.rglob("*"))
 
 
 def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repository, ...]:
-    """Check every ``--repo`` and ``--repo-key`` before anything is acquired.
+    """Check every ``--repo`` directory and ``--repo-key`` before anything is acquired.
 
-    An existing directory is a directory repository, ``http(s)://``, ``ftp://`` and ``file:///``
-    a repository URL; anything else must be an apt one-line source. The keys sign every URL and
-    every source line that does not name its own ``signed-by``.
+    An existing directory is a directory repository. A spec with a space or ``://`` in it is
+    left to the bake's provisioner (``parse_repositories``); any other names a directory that
+    is not there.
     """
-    key_files = tuple(read_repository_key(key) for key in keys)
+    for key in keys:
+        read_repository_key(key)
     repositories: list[Repository] = []
     for spec in specs:
         text = spec.strip()
         directory = Path(text)
         if text and directory.is_dir():
-            if not _holds_package_files(directory):
+            if not _holds_files(directory):
                 raise RequestError(f"repository directory holds no package files: {spec}")
             repositories.append(Repository(spec, directory=directory.resolve()))
-        elif text.split(maxsplit=1)[:1] in (["deb"], ["deb-src"]):
-            try:
-                source = SourceLine.parse(text)
-            except ValueError as exc:
-                raise RequestError(f"bad --repo {spec!r}: {exc}", hint=REPOSITORY_HINT) from exc
-            signing = () if "signed-by" in source.option_names() else key_files
-            repositories.append(Repository(spec, source=source, keys=signing))
-        elif _REPOSITORY_URL.match(text):
-            repositories.append(Repository(spec, url=text, keys=key_files))
-        elif not text or any(c.isspace() for c in text):
-            raise RequestError(
-                f"bad --repo {spec!r}: neither a source line nor a directory",
-                hint=REPOSITORY_HINT,
-            )
+        elif not text:
+            raise RequestError("bad --repo '': it is empty", hint=REPOSITORY_HINT)
+        elif "://" in text or any(c.isspace() for c in text):
+            repositories.append(Repository(spec))
         else:
             raise NotFoundError(f"repository directory not found: {spec}", hint=REPOSITORY_HINT)
-    if key_files and not any(r.keys for r in repositories):
-        raise RequestError(
-            "--repo-key signs --repo source lines and URLs, and there is none without its own "
-            "signed-by",
-            hint="give the repository as --repo 'deb URI suite component' or --repo URL, "
-            "with its key",
-        )
     return tuple(repositories)
+
+
+def parse_repositories(
+    provisioner: Provisioner, repositories: Sequence[Repository], keys: Sequence[Path]
+) -> tuple[Repository, ...]:
+    """Every repository that is not a directory, as the bake's provisioner reads it, with the
+    ``--repo-key`` files it takes."""
+    key_files = tuple(read_repository_key(key) for key in keys)
+    parsed = tuple(
+        repository
+        if repository.directory is not None
+        else provisioner.parse_repository(repository.spec, key_files)
+        for repository in repositories
+    )
+    if key_files and not any(repository.keys for repository in parsed):
+        raise RequestError(
+            "--repo-key signs --repo repositories, and none of them takes the key",
+            hint=f"a directory takes no key, nor a repository that names its own "
+            f"(provisioner {provisioner.name})",
+        )
+    return parsed
 
 
 @contextlib.contextmanager

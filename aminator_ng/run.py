@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -37,29 +37,19 @@ SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Bake hosts often sit behind a proxy; these pass through to every command.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
-#: The Debian package that provides each tool the engine and the built-in plugins call.
-TOOL_PACKAGES: dict[str, str] = {
-    "blkid": "util-linux",
-    "chroot": "coreutils",
-    "createrepo_c": "createrepo-c",
-    "cp": "coreutils",
-    "dpkg-deb": "dpkg",
-    "dpkg-scanpackages": "dpkg-dev",
-    "gpgv": "gpgv",
-    "findmnt": "util-linux",
-    "fstrim": "util-linux",
-    "losetup": "mount",
-    "mkfs.ext4": "e2fsprogs",
-    "mkfs.xfs": "xfsprogs",
-    "mmdebstrap": "mmdebstrap",
-    "mount": "mount",
-    "nsenter": "util-linux",
-    "partx": "util-linux",
-    "rpm": "rpm",
-    "sfdisk": "fdisk",
-    "sync": "coreutils",
-    "umount": "mount",
-}
+
+@dataclass(frozen=True)
+class HostPackages:
+    """What provides tools on this bake host, as the plugins say (``aminator_host_packages``):
+    the package of each tool, and the command that installs a package."""
+
+    tools: Mapping[str, str] = field(default_factory=dict)
+    #: The host's install command, the package's name to follow: ``apt-get install``.
+    install_command: str | None = None
+
+
+#: What the plugins said of this host, for the hint of a missing tool (``know_host_packages``).
+_host_packages = HostPackages()
 
 STDERR_TAIL_LINES = 12
 #: The argv prefix that enters the current bake's namespaces (an nsenter command), if any.
@@ -96,16 +86,24 @@ def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str
     return env
 
 
+def know_host_packages(packages: HostPackages) -> None:
+    """Remember what provides tools on this host, for the hint of a missing one."""
+    global _host_packages
+    _host_packages = packages
+
+
 def _missing_tool(name: str) -> HostError:
-    package = TOOL_PACKAGES.get(Path(name).name)
-    return HostError(
-        f"required tool not found: {name}",
-        hint=f"install it with: apt-get install {package}" if package else None,
-    )
+    package = _host_packages.tools.get(Path(name).name)
+    hint = None
+    if package and _host_packages.install_command:
+        hint = f"install it with: {_host_packages.install_command} {package}"
+    elif package:
+        hint = f"it is in the package {package}"
+    return HostError(f"required tool not found: {name}", hint=hint)
 
 
 def find_tool(name: str) -> str:
-    """The absolute path of a tool, or a HostError naming the Debian package that provides it."""
+    """The absolute path of a tool, or a HostError naming the host's package that provides it."""
     found = shutil.which(name, path=SEARCH_PATH)
     if found is None:
         raise _missing_tool(name)

@@ -13,7 +13,12 @@ from pathlib import Path
 from aminator_debian import sbom
 from aminator_debian.cache import cache_key, verified_lists, vouched_debs
 from aminator_debian.failure import install_failure
-from aminator_debian.repository import has_added_repositories, update_failure, written_sources
+from aminator_debian.repository import (
+    has_added_repositories,
+    parse_repository,
+    update_failure,
+    written_sources,
+)
 from aminator_debian.shipped import (
     added_source_uris,
     changed_since,
@@ -32,7 +37,6 @@ from aminator_ng.api import (
     PackageRequest,
     Provisioner,
     Repository,
-    RequestError,
     SbomPackage,
     ShippedFile,
     check_unchanged,
@@ -188,16 +192,13 @@ class AptProvisioner(Provisioner):
     def prepare_index(self, chroot: Chroot) -> None:
         self._apt(chroot).run(["apt-cache", "gencaches"], what="build apt's package cache")
 
+    def parse_repository(self, spec: str, keys: Sequence[Path]) -> Repository:
+        return parse_repository(spec, keys)
+
     @contextlib.contextmanager
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]
     ) -> Iterator[None]:
-        for repository in repositories:
-            if repository.url is not None:
-                raise RequestError(
-                    f"apt needs a one-line source, not a bare URL: --repo {repository.spec}",
-                    hint=f"write it as --repo 'deb {repository.url} SUITE COMPONENT'",
-                )
         apt = self._apt(chroot)
         # Left last: no package lists from the repositories stay, even when install never ran.
         with lists_cleaned(apt), written_sources(apt, repositories):

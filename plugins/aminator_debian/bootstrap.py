@@ -1,17 +1,47 @@
-"""Minimal Debian roots with mmdebstrap: main, updates and security sources, ca-certificates."""
+"""Minimal Debian roots with mmdebstrap, for ``aminate base create``: main, updates and
+security sources, ca-certificates."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from aminator_ng.api import run
+from aminator_ng.api import BaseCreator, BootstrappedRoot, Flag, RequestError, declared, run
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 #: Debian releases with -updates and -security suites.
-STABLE_SUITES = {"buster", "bullseye", "bookworm", "trixie", "forky"}
-ROLLING_SUITES = {"sid", "unstable"}
+STABLE_SUITES = ("buster", "bullseye", "bookworm", "trixie", "forky")
+ROLLING_SUITES = ("sid", "unstable")
 BASE_PACKAGES = ["ca-certificates"]
+
+
+@dataclass(frozen=True)
+class DebianBaseOptions:
+    """The options ``aminate base create`` takes for a Debian root."""
+
+    suite: str = declared(
+        str,
+        "bookworm",
+        "Distribution release.",
+        choices=(*STABLE_SUITES, *ROLLING_SUITES),
+        flags=(Flag(("--suite",), metavar="SUITE"),),
+    )
+    mirror: str = declared(
+        str, DEFAULT_MIRROR, "Package mirror.", flags=(Flag(("--mirror",), metavar="URL"),)
+    )
+    security_mirror: str = declared(
+        str,
+        DEFAULT_SECURITY_MIRROR,
+        "Security updates mirror.",
+        flags=(Flag(("--security-mirror",), metavar="URL"),),
+    )
+    include: tuple[str, ...] = declared(
+        list,
+        (),
+        "Extra packages to install (comma-separated, repeatable).",
+        flags=(Flag(("--include",), metavar="PKG,..."),),
+    )
 
 
 def sources(suite: str, mirror: str, security_mirror: str) -> list[str]:
@@ -22,26 +52,37 @@ def sources(suite: str, mirror: str, security_mirror: str) -> list[str]:
     return lines
 
 
-def bootstrap(
-    target: Path, suite: str, mirror: str | None, security_mirror: str | None, include: list[str]
-) -> bool | None:
-    """Fill ``target`` with a minbase root of ``suite``; None for a suite not known here."""
-    if suite not in STABLE_SUITES | ROLLING_SUITES:
-        return None
-    packages = ",".join(dict.fromkeys([*BASE_PACKAGES, *include]))
-    run(
-        [
-            "mmdebstrap",
-            "--variant=minbase",
-            "--mode=root",
-            f"--include={packages}",
-            # mmdebstrap copies the bake host's resolv.conf and hostname in; an image keeps neither.
-            '--customize-hook=rm -f "$1/etc/resolv.conf"; echo localhost > "$1/etc/hostname"',
-            suite,
-            target,
-            *sources(suite, mirror or DEFAULT_MIRROR, security_mirror or DEFAULT_SECURITY_MIRROR),
-        ],
-        what=f"mmdebstrap {suite}",
-        hint="check that the mirror is reachable from this host",
-    )
-    return True
+class DebianBaseCreator(BaseCreator):
+    """A minbase root of a Debian release, bootstrapped with mmdebstrap."""
+
+    name = "debian"
+    options = DebianBaseOptions
+
+    def required_tools(self) -> list[str]:
+        return ["mmdebstrap"]
+
+    def bootstrap(self, target: Path, options: DebianBaseOptions) -> BootstrappedRoot:
+        if options.suite not in (*STABLE_SUITES, *ROLLING_SUITES):
+            raise RequestError(
+                f"unknown Debian suite {options.suite}",
+                hint=f"the suites known: {' '.join((*STABLE_SUITES, *ROLLING_SUITES))}",
+            )
+        extra = [name for item in options.include for name in item.split(",") if name]
+        packages = ",".join(dict.fromkeys([*BASE_PACKAGES, *extra]))
+        suite = options.suite
+        run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--mode=root",
+                f"--include={packages}",
+                # mmdebstrap copies the host's resolv.conf and hostname in; an image keeps neither.
+                '--customize-hook=rm -f "$1/etc/resolv.conf"; echo localhost > "$1/etc/hostname"',
+                suite,
+                target,
+                *sources(suite, options.mirror, options.security_mirror),
+            ],
+            what=f"mmdebstrap {suite}",
+            hint="check that the mirror is reachable from this host",
+        )
+        return BootstrappedRoot(f"{suite} base", {"suite": suite})

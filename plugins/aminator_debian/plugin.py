@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aminator_debian.apt import AptProvisioner
-from aminator_debian.bootstrap import bootstrap
+from aminator_debian.bootstrap import DebianBaseCreator
 from aminator_debian.version import package_info
 from aminator_ng.api import (
+    BaseCreator,
     Chroot,
     Distro,
     EngineSettings,
+    HostPackages,
     PackageInfo,
     Provisioner,
     RequestError,
@@ -28,6 +30,28 @@ RECOGNISED_IDS = {"debian", "ubuntu"}
 #: invoke-rc.d asks this script whether to start a service; 101 means "no".
 POLICY_RC_D = b"#!/bin/sh\n# Installed by aminator-ng for the bake: no service starts.\nexit 101\n"
 DEB_MAGIC = b"!<arch>\ndebian-binary"
+#: On a Debian or Ubuntu bake host: the package of each tool a bake or ``base create`` calls,
+#: the engine's and this plugin's.
+HOST_TOOL_PACKAGES = {
+    "blkid": "util-linux",
+    "chroot": "coreutils",
+    "cp": "coreutils",
+    "dpkg-deb": "dpkg",
+    "dpkg-scanpackages": "dpkg-dev",
+    "findmnt": "util-linux",
+    "fstrim": "util-linux",
+    "gpgv": "gpgv",
+    "losetup": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "mmdebstrap": "mmdebstrap",
+    "mount": "mount",
+    "nsenter": "util-linux",
+    "partx": "util-linux",
+    "sfdisk": "fdisk",
+    "sync": "coreutils",
+    "umount": "mount",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,13 @@ class DebianSettings:
 @hookimpl
 def aminator_settings() -> type[DebianSettings]:
     return DebianSettings
+
+
+@hookimpl
+def aminator_host_packages(os_release: Mapping[str, str]) -> HostPackages | None:
+    if not Distro.ids_of(os_release) & RECOGNISED_IDS:
+        return None
+    return HostPackages(HOST_TOOL_PACKAGES, "apt-get install")
 
 
 @hookimpl(trylast=True)
@@ -74,6 +105,11 @@ def _is_deb(path: Path) -> bool:
         return False
 
 
+@hookimpl
+def aminator_package_file_suffixes() -> list[str]:
+    return [".deb"]
+
+
 @hookimpl(trylast=True)
 def aminator_read_package_file(path: Path) -> PackageInfo | None:
     if not _is_deb(path):
@@ -95,8 +131,6 @@ def aminator_read_package_file(path: Path) -> PackageInfo | None:
     return package_info(*fields)
 
 
-@hookimpl(trylast=True)
-def aminator_bootstrap_root(
-    target: Path, suite: str, mirror: str | None, security_mirror: str | None, include: list[str]
-) -> bool | None:
-    return bootstrap(target, suite, mirror, security_mirror, include)
+@hookimpl
+def aminator_base_creator() -> BaseCreator:
+    return DebianBaseCreator()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from aminator_ng.api import (
@@ -45,6 +47,79 @@ _NOT_VERIFIED = (
     "does not have a Release file",
     "Not Found",
 )
+
+
+SOURCE_HINT = "--repo takes a one-line source, 'deb [options] URI suite [component...]'"
+_SOURCE_LINE = re.compile(r"^(deb|deb-src)\s+(?:\[([^\]]*)\]\s*)?(\S+)\s+(\S+)(?:\s+(.+))?$")
+_SOURCE_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9-]*[+-]?=\S+$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+_BARE_URL = re.compile(r"^(?:https?|ftp)://\S+$|^file:///\S+$")
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """An apt one-line source, ``deb [options] URI suite [component...]`` (sources.list(5)).
+
+    A suite ending in ``/`` names a flat repository and takes no components; any other suite
+    needs at least one.
+    """
+
+    type: str
+    uri: str
+    suite: str
+    components: tuple[str, ...] = ()
+    #: ``name=value`` (or ``name+=value``, ``name-=value``) as written between the brackets.
+    options: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> SourceLine:
+        """Raise ValueError saying what is wrong with ``text``."""
+        match = _SOURCE_LINE.match(text.strip())
+        if match is None:
+            raise ValueError("expected deb [options] URI suite [component...]")
+        kind, options_text, uri, suite, rest = match.groups()
+        options = tuple(options_text.split()) if options_text else ()
+        for option in options:
+            if not _SOURCE_OPTION.match(option):
+                raise ValueError(f"option {option!r} is not name=value")
+        if not _URI.match(uri):
+            raise ValueError(f"{uri!r} is not a URI (http://..., https://..., file:/...)")
+        components = tuple(rest.split()) if rest else ()
+        if suite.endswith("/") and components:
+            raise ValueError(f"the flat suite {suite!r} takes no components")
+        if not suite.endswith("/") and not components:
+            raise ValueError(f"the suite {suite!r} needs a component (main, say)")
+        return cls(kind, uri, suite, components, options)
+
+    def option_names(self) -> set[str]:
+        return {re.split(r"[+-]?=", option, maxsplit=1)[0].lower() for option in self.options}
+
+    def with_option(self, option: str) -> SourceLine:
+        return replace(self, options=(*self.options, option))
+
+    def __str__(self) -> str:
+        options = f"[{' '.join(self.options)}] " if self.options else ""
+        return " ".join([f"{self.type} {options}{self.uri}", self.suite, *self.components])
+
+
+def parse_repository(spec: str, keys: Sequence[Path]) -> Repository:
+    """A ``--repo`` source line; the keys sign it unless it names its own ``signed-by``."""
+    text = spec.strip()
+    if text.split(maxsplit=1)[:1] in (["deb"], ["deb-src"]):
+        try:
+            source = SourceLine.parse(text)
+        except ValueError as exc:
+            raise RequestError(f"bad --repo {spec!r}: {exc}", hint=SOURCE_HINT) from exc
+        signing = () if "signed-by" in source.option_names() else tuple(keys)
+        return Repository(spec, parsed=source, keys=signing)
+    if _BARE_URL.match(text):
+        raise RequestError(
+            f"apt needs a one-line source, not a bare URL: --repo {spec}",
+            hint=f"write it as --repo 'deb {text} SUITE COMPONENT'",
+        )
+    raise RequestError(
+        f"bad --repo {spec!r}: neither a source line nor a directory", hint=SOURCE_HINT
+    )
 
 
 def has_added_repositories(chroot: Chroot) -> bool:
@@ -103,10 +178,10 @@ def written_sources(chroot: Chroot, repositories: Sequence[Repository]) -> Itera
         lines: list[str] = []
         keyrings: dict[Path, str] = {}
         for repository in repositories:
-            if repository.source is None:
+            if not isinstance(repository.parsed, SourceLine):
                 lines.append(stack.enter_context(flat_index(chroot, repository)))
                 continue
-            source = repository.source
+            source = repository.parsed
             if repository.keys:
                 if not keyrings:
                     stack.enter_context(created_directories(chroot, KEYRING_DIR))

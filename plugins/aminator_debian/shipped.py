@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 
-from aminator_debian.repository import SOURCES_FILE
-from aminator_ng.api import Chroot, ShippedFile, SourceLine
+from aminator_debian.repository import SOURCES_FILE, SourceLine
+from aminator_ng.api import Chroot, ShippedFile
 
 DPKG_INFO = "/var/lib/dpkg/info"
 #: Where ``apt-cache policy`` says a version is installed, not where it came from.

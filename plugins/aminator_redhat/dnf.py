@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aminator_ng.api import (
     BakeError,
@@ -28,7 +29,7 @@ from aminator_ng.api import (
     staged_package_files,
 )
 from aminator_redhat import rpmdb, sbom, shipped
-from aminator_redhat.repository import REPO_ID_PREFIX, refuse_source_lines, written_repositories
+from aminator_redhat.repository import REPO_ID_PREFIX, parse_repository, written_repositories
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,13 @@ class DnfProvisioner(Provisioner):
                 raise failure
             self._from_base = shipped.from_base_repositories(result.stdout, REPO_ID_PREFIX)
 
+    def parse_repository(self, spec: str, keys: Sequence[Path]) -> Repository:
+        return parse_repository(spec, keys)
+
     @contextlib.contextmanager
     def added_repositories(
         self, chroot: Chroot, repositories: Sequence[Repository]
     ) -> Iterator[None]:
-        refuse_source_lines(repositories)
         inside, dnf = self._dnf(chroot)
         # Left last: no metadata of the added repositories stays in the cache.
         with cache_cleaned(inside, dnf), written_repositories(inside, repositories):

@@ -11,6 +11,7 @@ from aminator_ng.api import (
     Chroot,
     Distro,
     EngineSettings,
+    HostPackages,
     PackageInfo,
     Provisioner,
     RequestError,
@@ -26,6 +27,28 @@ FAMILY = "redhat"
 RECOGNISED_IDS = {"rhel", "fedora", "centos", "amzn", "rocky", "almalinux"}
 DNF_PATHS = ("/usr/bin/dnf", "/usr/bin/dnf-3", "/usr/bin/dnf5")
 YUM_PATHS = ("/usr/bin/yum",)
+#: The packages of this plugin's tools: on a Debian or Ubuntu bake host, and on one of its own
+#: family (with the engine's tools there too).
+TOOLS_ON_DEBIAN_HOSTS = {"rpm": "rpm", "createrepo_c": "createrepo-c"}
+HOST_TOOL_PACKAGES = {
+    "blkid": "util-linux",
+    "chroot": "coreutils",
+    "cp": "coreutils",
+    "createrepo_c": "createrepo_c",
+    "findmnt": "util-linux",
+    "fstrim": "util-linux",
+    "gpgv": "gnupg2",
+    "losetup": "util-linux",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.xfs": "xfsprogs",
+    "mount": "util-linux",
+    "nsenter": "util-linux",
+    "partx": "util-linux",
+    "rpm": "rpm",
+    "sfdisk": "util-linux",
+    "sync": "coreutils",
+    "umount": "util-linux",
+}
 DNF_RELEASES = "Amazon Linux 2023, RHEL, Rocky or AlmaLinux 8 or later, CentOS Stream, Fedora"
 
 
@@ -44,6 +67,16 @@ class RedHatSettings:
 @hookimpl
 def aminator_settings() -> type[RedHatSettings]:
     return RedHatSettings
+
+
+@hookimpl
+def aminator_host_packages(os_release: Mapping[str, str]) -> HostPackages | None:
+    ids = Distro.ids_of(os_release)
+    if ids & {"debian", "ubuntu"}:
+        return HostPackages(TOOLS_ON_DEBIAN_HOSTS)
+    if ids & RECOGNISED_IDS:
+        return HostPackages(HOST_TOOL_PACKAGES, "dnf install")
+    return None
 
 
 def _has_any(root: Path, candidates: Sequence[str]) -> bool:
@@ -82,6 +115,11 @@ def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisione
     if distro.package_format != "rpm":
         return None
     return DnfProvisioner(gpgcheck=settings.of(RedHatSettings).gpgcheck)
+
+
+@hookimpl
+def aminator_package_file_suffixes() -> list[str]:
+    return [".rpm"]
 
 
 @hookimpl(trylast=True)

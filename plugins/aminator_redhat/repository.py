@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
@@ -40,13 +41,21 @@ INDEX_TOOL = "createrepo_c"
 REPO_FILE_HEADER = "# Written by aminator-ng for one bake, and removed after it.\n"
 
 
-def refuse_source_lines(repositories: Sequence[Repository]) -> None:
-    for repository in repositories:
-        if repository.source is not None:
-            raise RequestError(
-                f"dnf cannot use an apt source line: --repo {repository.spec}",
-                hint="give dnf the repository's URL (its baseurl) or a directory of .rpm files",
-            )
+URL_HINT = "give dnf the repository's URL (its baseurl) or a directory of .rpm files"
+#: A repository's root URL, as dnf's baseurl takes it.
+_REPOSITORY_URL = re.compile(r"^(?:https?|ftp)://[^\s/]+\S*$|^file:///\S+$")
+
+
+def parse_repository(spec: str, keys: Sequence[Path]) -> Repository:
+    """A ``--repo`` URL, a repository's baseurl; the keys sign it."""
+    text = spec.strip()
+    if _REPOSITORY_URL.match(text):
+        return Repository(spec, parsed=text, keys=tuple(keys))
+    if text.split(maxsplit=1)[:1] in (["deb"], ["deb-src"]):
+        raise RequestError(f"dnf cannot use an apt source line: --repo {spec}", hint=URL_HINT)
+    raise RequestError(
+        f"bad --repo {spec!r}: neither a repository URL nor a directory", hint=URL_HINT
+    )
 
 
 @contextlib.contextmanager
@@ -115,8 +124,7 @@ def written_repositories(chroot: Chroot, repositories: Sequence[Repository]) -> 
             if repository.directory is not None:
                 baseurl = stack.enter_context(indexed_directory(chroot, repository))
             else:
-                assert repository.url is not None
-                baseurl = repository.url
+                baseurl = str(repository.parsed)
             for key in repository.keys:
                 if key not in placed:
                     if not placed:

@@ -174,22 +174,26 @@ def test_a_pinned_version_that_does_not_exist(workspace: Workspace, repo_dir: Pa
 
 
 @pytest.mark.parametrize(
-    ("spec", "needle"),
+    ("spec", "needle", "step"),
     [
-        ("/no/such/repository", "/no/such/repository"),
-        ("deb http://deb.example.org/debian", "deb http://deb.example.org/debian"),
-        ("deb [trusted] http://deb.example.org/debian bookworm main", "trusted"),
-        ("deb http://deb.example.org/debian bookworm", "bookworm"),
-        ("http://deb.example.org/debian bookworm main", "neither a source line"),
+        # A directory is the engine's to check, before anything is acquired.
+        ("/no/such/repository", "/no/such/repository", "read_packages"),
+        # The rest are apt's to read, once the image's provisioner is known.
+        ("deb http://deb.example.org/debian", "deb http://deb.example.org/debian", "detect_distro"),
+        ("deb [trusted] http://deb.example.org/debian bookworm main", "trusted", "detect_distro"),
+        ("deb http://deb.example.org/debian bookworm", "bookworm", "detect_distro"),
+        ("http://deb.example.org/debian bookworm main", "neither a source line", "detect_distro"),
+        ("https://deb.example.org/debian", "not a bare URL", "detect_distro"),
     ],
 )
-def test_a_bad_repository_is_refused_before_anything_is_acquired(
-    workspace: Workspace, spec: str, needle: str
+def test_a_bad_repository_is_refused_before_the_install_and_nothing_is_left(
+    workspace: Workspace, spec: str, needle: str, step: str
 ) -> None:
     result = workspace.aminate("-b", BASE_NAME, "--repo", spec, "--output", "json", "jq")
     assert_request_error(result, needle)
-    assert result.json()["error"]["step"] == "read_packages"
+    assert result.json()["error"]["step"] == step
     assert workspace.baked_images() == []
+    workspace.assert_nothing_left()
 
 
 def test_a_bad_package_spec_is_refused(workspace: Workspace) -> None:

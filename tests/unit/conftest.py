@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from aminator_ng.cli import main
 from tests.hookrecord import HOOK_RECORD_VARIABLE
+from tests.unit.cli_runs import Aminate, Outcome, Workspace
 
 #: Builds ``NAME_VERSION_all.deb`` in a directory and returns its path.
 DebFactory = Callable[..., Path]
@@ -88,3 +90,26 @@ def make_deb(tmp_path: Path) -> DebFactory:
         return deb
 
     return build
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    space = Workspace(tmp_path / "home", tmp_path / "log")
+    monkeypatch.setenv("AMINATOR_HOME", str(space.home))
+    monkeypatch.setenv("AMINATOR_LOG_DIR", str(space.log_dir))
+    monkeypatch.chdir(tmp_path)
+    return space
+
+
+@pytest.fixture
+def aminate(
+    workspace: Workspace, capsys: pytest.CaptureFixture[str], restore_root_logging: None
+) -> Aminate:
+    def invoke(*argv: str) -> Outcome:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return Outcome(exited.value.code, out, err)
+
+    return invoke

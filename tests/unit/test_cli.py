@@ -6,82 +6,21 @@ as far as a loop device: the bakes stop at the root check, the tool check or the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aminator_local.store import Store
 from aminator_ng import __version__
 from aminator_ng import run as run_module
-from aminator_ng.cli import main
 from aminator_ng.model import ManifestEntry
-
-ERROR_PREFIX = "aminate: error:"
-
-
-@dataclass
-class Outcome:
-    code: Any
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
-
-
-Aminate = Callable[..., Outcome]
-
-
-@dataclass
-class Workspace:
-    home: Path
-    log_dir: Path
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    space = Workspace(tmp_path / "home", tmp_path / "log")
-    monkeypatch.setenv("AMINATOR_HOME", str(space.home))
-    monkeypatch.setenv("AMINATOR_LOG_DIR", str(space.log_dir))
-    monkeypatch.chdir(tmp_path)
-    return space
-
-
-@pytest.fixture
-def aminate(
-    workspace: Workspace, capsys: pytest.CaptureFixture[str], restore_root_logging: None
-) -> Aminate:
-    def invoke(*argv: str) -> Outcome:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(exited.value.code, out, err)
-
-    return invoke
-
-
-def assert_request_error(outcome: Outcome, *needles: str) -> str:
-    """Exit 2, exactly one ``aminate: error:`` line naming ``needles``, and no traceback."""
-    assert outcome.code == 2, outcome.stderr
-    assert len(outcome.error_lines) == 1, outcome.stderr
-    line = outcome.error_lines[0]
-    for needle in needles:
-        assert needle in line, outcome.stderr
-    assert "Traceback" not in outcome.stderr
-    return line
+from aminator_ng.plugin_manager import load_plugins
+from tests.unit.cli_runs import Aminate, Workspace, assert_request_error
 
 
 @pytest.fixture
@@ -94,7 +33,7 @@ def tool_dir(tmp_path: Path, without: tuple[str, ...] = ()) -> Path:
     where it has them (symlinks), a stub that always fails where it does not."""
     directory = tmp_path / "tools"
     directory.mkdir()
-    for tool in run_module.TOOL_PACKAGES:
+    for tool in load_plugins(environ={}).host_packages({"ID": "debian"}).tools:
         if tool in without:
             continue
         found = shutil.which(tool, path=run_module.SEARCH_PATH)

@@ -40,7 +40,7 @@ from aminator_ng.config import (
 from aminator_ng.errors import ConfigError
 from aminator_ng.hookspecs import hookimpl
 from aminator_ng.plugin_manager import load_plugins
-from tests.unit.test_cli import Aminate, Outcome, assert_request_error
+from tests.unit.cli_runs import Aminate, Outcome, assert_request_error
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGURATION_DOC = REPO / "docs" / "configuration.md"

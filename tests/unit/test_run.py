@@ -11,6 +11,7 @@ import pytest
 
 from aminator_ng import run as run_module
 from aminator_ng.errors import BakeTimeoutError, CommandError, HostError
+from aminator_ng.plugin_manager import load_plugins
 from aminator_ng.run import SEARCH_PATH, find_tool, mask_credentials, run
 
 PROXY = "http://proxyuser:s3cret-pw@proxy.example.org:3128"
@@ -147,15 +148,40 @@ def test_find_tool_finds_a_tool_on_the_search_path() -> None:
     assert Path(found).name == "sh"
 
 
-def test_a_missing_tool_names_its_debian_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("os_release", "hint"),
+    [
+        ({"ID": "debian"}, "install it with: apt-get install util-linux"),
+        ({"ID": "ubuntu", "ID_LIKE": "debian"}, "install it with: apt-get install util-linux"),
+        ({"ID": "fedora"}, "install it with: dnf install util-linux"),
+        ({"ID": "arch"}, None),
+    ],
+)
+def test_a_missing_tool_names_the_hosts_package_as_the_plugins_say(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    os_release: dict[str, str],
+    hint: str | None,
 ) -> None:
     monkeypatch.setattr(run_module, "SEARCH_PATH", str(tmp_path))
+    monkeypatch.setattr(run_module, "_host_packages", run_module.HostPackages())
+    run_module.know_host_packages(load_plugins(environ={}).host_packages(os_release))
     with pytest.raises(HostError) as raised:
         find_tool("partx")
     assert raised.value.exit_code == 2
     assert "partx" in raised.value.message
-    assert raised.value.hint == "install it with: apt-get install util-linux"
+    assert raised.value.hint == hint
+
+
+def test_a_plugins_own_tool_on_another_familys_host_names_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_module, "SEARCH_PATH", str(tmp_path))
+    monkeypatch.setattr(run_module, "_host_packages", run_module.HostPackages())
+    run_module.know_host_packages(load_plugins(environ={}).host_packages({"ID": "debian"}))
+    with pytest.raises(HostError) as raised:
+        find_tool("createrepo_c")
+    assert raised.value.hint == "install it with: apt-get install createrepo-c"
 
 
 def test_a_missing_unknown_tool_has_no_package_hint(

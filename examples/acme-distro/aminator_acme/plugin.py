@@ -25,7 +25,7 @@ from aminator_ng.api import (
 )
 
 #: The plugin API this plugin is written for: the same major version, this minor or a later one.
-REQUIRED_API = (1, 9)
+REQUIRED_API = (2, 0)
 
 
 def api_fits(version: str, required: tuple[int, int]) -> bool:
@@ -34,7 +34,7 @@ def api_fits(version: str, required: tuple[int, int]) -> bool:
 
 
 if not api_fits(API_VERSION, REQUIRED_API):
-    raise ImportError(f"aminator-acme needs plugin API 1.9 or a later 1.x, not {API_VERSION}")
+    raise ImportError(f"aminator-acme needs plugin API 2.0 or a later 2.x, not {API_VERSION}")
 
 FAMILY = "acme"
 #: Present inside the image while it is being baked, so that package scripts can tell.
