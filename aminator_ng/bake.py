@@ -60,6 +60,7 @@ from aminator_ng.plugin_manager import Hooks, require_provisioner
 from aminator_ng.provisioner import Provisioner
 from aminator_ng.recovery import bake_records, warn_of_dead_bakes
 from aminator_ng.repositories import mounted_repositories, parse_repositories, read_repositories
+from aminator_ng.run import commands_bounded
 from aminator_ng.sbom import Sbom, prepare_meanwhile
 from aminator_ng.steps import Steps
 
@@ -394,6 +395,15 @@ class Bake:
             yield chroot
 
     def install(self) -> None:
+        with commands_bounded(
+            self.request.install_timeout,
+            "the install",
+            hint="a package script may be waiting for something: see the bake log; or raise "
+            "--install-timeout (install_timeout in [bake])",
+        ):
+            self._install()
+
+    def _install(self) -> None:
         state = self
         assert state.provisioner and state.chroot
         prepare_meanwhile()

@@ -21,18 +21,14 @@ from click.core import ParameterSource
 from aminator_ng import __version__
 from aminator_ng.bake import Bake, new_bake_id
 from aminator_ng.base_create import BaseCreator, create_base
-from aminator_ng.cloud import CloudBackend
+from aminator_ng.cloud import CloudBackend, lineage
 from aminator_ng.config import (
     BAKE_SETTINGS,
     BakeRequest,
-    Declarations,
     EffectiveConfig,
     EngineSettings,
-    Flag,
     Flags,
-    Setting,
     engine_settings,
-    parse_tag,
     read_config_files,
     resolve,
 )
@@ -42,28 +38,35 @@ from aminator_ng.errors import (
     EXIT_BAKE_FAILED,
     EXIT_SIGINT,
     AminatorError,
-    ConfigError,
     ConflictError,
     Interrupted,
     NotFoundError,
 )
 from aminator_ng.host import require_root
-from aminator_ng.model import Image
+from aminator_ng.logs import LOG_FILE_ONLY, configure_logging, open_bake_log
 from aminator_ng.osrelease import read_os_release
 from aminator_ng.output import (
     bake_text,
     config_text,
-    error_object,
+    describe,
     image_text,
     images_text,
     json_value,
     print_json,
+    report_failure,
+    sbom_text,
 )
 from aminator_ng.pkgcache import PackageCache
 from aminator_ng.plugin_manager import Hooks, load_plugins
 from aminator_ng.recovery import bake_records, clean_up
 from aminator_ng.run import know_host_packages
-from aminator_ng.sbom import Sbom
+from aminator_ng.sbom import stored_sbom
+from aminator_ng.setting_options import (
+    add_creator_options,
+    add_plugin_options,
+    setting_options,
+    settings_given,
+)
 from aminator_ng.shell import open_shell
 from aminator_ng.signals import interrupts_raised
 
@@ -74,8 +77,8 @@ GLOBALS_KEY = "aminator_ng.globals"
 #: Global options that take a value, and flags; the dispatch rule skips over them.
 GLOBAL_VALUE_OPTIONS = ("--cloud", "--output", "-e", "--environment", "--config")
 GLOBAL_FLAGS = ("-q", "--quiet", "--debug")
-#: A log record with this attribute set goes to the bake log only, not to stderr.
-LOG_FILE_ONLY = "aminator_file_only"
+#: Where a bake command keeps its Bake in the click context, for the failure report.
+BAKE_KEY = "aminator_ng.bake"
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -182,19 +185,6 @@ class App:
             click.echo(text)
 
 
-def configure_logging(*, debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(level)
-    handler.addFilter(lambda record: not getattr(record, LOG_FILE_ONLY, False))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-
-
 class AminateGroup(click.Group):
     """Dispatch: the first word after the global options names a command, or the bake."""
 
@@ -232,65 +222,9 @@ def cli() -> None:
 
     \b
     aminate -b BASE PACKAGE...          bake (the default command)
-    aminate base create NAME            make a Debian base image (local backend)
+    aminate base create NAME            make a base image (local backend)
     aminate images                      list images
     """
-
-
-class SettingOption(click.Option):
-    """The command-line form of a setting (one of its flags): the engine's, or a plugin's."""
-
-    def __init__(
-        self, setting: Setting, flag: Flag, plugin: str | None = None, *, show_default: bool = False
-    ) -> None:
-        self.plugin = plugin
-        self.setting = setting
-        self.flag = flag
-        help = flag.help or setting.help
-        if plugin is not None and not show_default:
-            help = f"{help} (plugin {plugin}; [plugins.{plugin}] {setting.name})"
-        declared: dict[str, Any] = {
-            "help": help,
-            "default": None,
-            "expose_value": True,
-            "metavar": flag.metavar,
-        }
-        if show_default and setting.default not in (None, (), {}):
-            # Only shown: a flag not given leaves the setting to its own default anyway.
-            declared["default"], declared["show_default"] = setting.default, True
-        names = list(flag.names)
-        if setting.type is bool:
-            if setting.negatable:
-                names = [*flag.names[:-1], f"{flag.long_name}/--no-{flag.long_name[2:]}"]
-            else:
-                declared["is_flag"] = True
-        elif setting.type in (list, dict):
-            declared["multiple"] = True
-            declared["metavar"] = flag.metavar or ("KEY=VALUE" if setting.type is dict else "TEXT")
-        elif setting.choices:
-            declared["type"] = click.Choice(setting.choices)
-        elif setting.type is int and setting.minimum is not None:
-            declared["type"] = click.IntRange(min=setting.minimum)
-        else:
-            declared["type"] = {int: click.INT, float: click.FLOAT, Path: click.Path()}.get(
-                setting.type, click.STRING
-            )
-        position = setting.command_line.index(flag) if flag in setting.command_line else 0
-        internal = f"setting_{plugin or 'bake'}_{setting.name}_{position}"
-        super().__init__([*names, internal], **declared)
-
-
-def setting_options(settings: Sequence[Setting]) -> Callable[[F], F]:
-    """A command's options made from settings' flags, in the order declared."""
-
-    def decorate(command: F) -> F:
-        options = [SettingOption(s, flag) for s in settings for flag in s.command_line]
-        # click collects options bottom up and reverses them.
-        params = getattr(command, "__click_params__", [])
-        command.__click_params__ = [*params, *reversed(options)]  # type: ignore[attr-defined]
-        return command
-
-    return decorate
 
 
 @cli.command(context_settings={"help_option_names": ["--help"]})
@@ -322,7 +256,7 @@ def bake(ctx: click.Context, /, packages: tuple[str, ...], **options: Any) -> No
     log_path = app.settings.log_dir / f"{bake_id}.log"
     handler = open_bake_log(log_path)
     runner = Bake(request, app.settings, app.hooks, cloud, bake_id=bake_id, log_path=log_path)
-    ctx.meta["aminator_ng.bake"] = runner
+    ctx.meta[BAKE_KEY] = runner
     log.info("bake %s: %s on %s (log %s)", bake_id, " ".join(packages), request.base, log_path)
     try:
         result = runner.run()
@@ -343,74 +277,6 @@ def bake(ctx: click.Context, /, packages: tuple[str, ...], **options: Any) -> No
         logging.getLogger().removeHandler(handler)
         handler.close()
     app.emit(result.as_dict(), bake_text(result))
-
-
-def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
-    """Give ``bake`` the flags plugins declared; a flag that is taken already is left out."""
-    command.params = [
-        p for p in command.params if not (isinstance(p, SettingOption) and p.plugin is not None)
-    ]
-    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
-    for plugin, settings in sorted(declarations.plugins.items()):
-        for setting in settings:
-            for flag in setting.command_line:
-                option = SettingOption(setting, flag, plugin)
-                clash = taken & {*option.opts, *option.secondary_opts}
-                if clash:
-                    log.warning(
-                        "plugin %s: bake option %s is taken; set %s in [plugins.%s] instead",
-                        plugin,
-                        ", ".join(sorted(clash)),
-                        setting.name,
-                        plugin,
-                    )
-                    continue
-                taken |= {*option.opts, *option.secondary_opts}
-                arguments = [
-                    i for i, p in enumerate(command.params) if isinstance(p, click.Argument)
-                ]
-                command.params.insert(arguments[0] if arguments else len(command.params), option)
-
-
-def settings_given(ctx: click.Context) -> dict[str | None, dict[str, Any]]:
-    """The settings given as flags, by plugin (None: the engine's ``[bake]``)."""
-    given: dict[str | None, dict[str, Any]] = {}
-    used: dict[tuple[str | None, str], list[SettingOption]] = {}
-    for param in ctx.command.params:
-        if not isinstance(param, SettingOption) or param.name is None:
-            continue
-        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:
-            continue
-        setting, value = param.setting, ctx.params[param.name]
-        if setting.type is dict:
-            value = dict(parse_tag(item) for item in value)
-        elif setting.type is list:
-            value = list(value)
-        used.setdefault((param.plugin, setting.name), []).append(param)
-        given.setdefault(param.plugin, {})[setting.name] = value
-    for options in used.values():
-        if len(options) > 1:
-            forms = " or ".join("/".join(o.flag.names[:2]) for o in options)
-            raise click.UsageError(f"give either {forms}, not both")
-    return given
-
-
-def open_bake_log(path: Path) -> logging.Handler:
-    """The bake's log file, readable by its owner only (a log names hosts, images and accounts);
-    a log directory made here is the owner's only too."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        handler = logging.FileHandler(path, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the bake log {path}: {exc.strerror}",
-            hint="set AMINATOR_LOG_DIR to a writable directory",
-        ) from exc
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
 
 
 @cli.group(context_settings={"help_option_names": ["--help"]})
@@ -492,27 +358,6 @@ def chosen_creator(creators: Sequence[BaseCreator], distro: str | None) -> BaseC
     raise click.UsageError(f"no plugin creates bases for --distro {distro} (offered: {names})")
 
 
-def add_creator_options(command: click.Command, creators: Sequence[BaseCreator]) -> None:
-    """Give ``base create`` the options of every base creator (one creator's flag that another
-    has already is left out: set it with --distro of the first)."""
-    command.params = [p for p in command.params if not isinstance(p, SettingOption)]
-    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
-    for creator in creators:
-        for setting in creator.option_settings():
-            for flag in setting.command_line or (Flag((setting.option,)),):
-                option = SettingOption(setting, flag, creator.name, show_default=True)
-                if taken & {*option.opts, *option.secondary_opts}:
-                    log.debug("base creator %s: %s is taken", creator.name, setting.option)
-                    continue
-                taken |= {*option.opts, *option.secondary_opts}
-                # Before the global options, after the command's own.
-                first_global = next(
-                    (i for i, p in enumerate(command.params) if p.name == "cloud"),
-                    len(command.params),
-                )
-                command.params.insert(first_global, option)
-
-
 @base.command("import", context_settings={"help_option_names": ["--help"]})
 @click.argument("name")
 @click.argument("file", metavar="FILE.raw", type=click.Path(path_type=Path))
@@ -575,27 +420,6 @@ def images_show(ctx: click.Context, image_id: str) -> None:
     app.emit(data, f"{text}\n{sbom_text(sbom_path, sbom)}")
 
 
-def stored_sbom(cloud: CloudBackend, image: Image) -> Sbom | None:
-    """The summary of the SBOM stored with the image; None (and a warning) when it is unreadable."""
-    data = cloud.image_sbom(image.image_id)
-    if data is None:
-        return None
-    try:
-        return Sbom.from_data(data)
-    except ValueError as exc:
-        log.warning("the SBOM of image %s is not CycloneDX JSON: %s", image.image_id, exc)
-        return None
-
-
-def sbom_text(path: str | None, sbom: Sbom | None) -> str:
-    if path is None:
-        return "sbom: none"
-    if sbom is None:
-        return f"sbom: {path} (unreadable)"
-    plural = "" if sbom.component_count == 1 else "s"
-    return f"sbom: {path} ({sbom.component_count} component{plural}, sha256 {sbom.sha256})"
-
-
 @images.command("sbom", context_settings={"help_option_names": ["--help"]})
 @click.argument("image_id", metavar="ID")
 @global_options
@@ -614,23 +438,6 @@ def images_sbom(ctx: click.Context, image_id: str) -> None:
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
-
-
-def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:
-    """The image's ancestors, nearest first, up to a base with none (or one since removed)."""
-    chain: list[dict[str, str | None]] = []
-    seen = {image.image_id}
-    parent_id = image.base_image_id
-    while parent_id and parent_id not in seen:
-        seen.add(parent_id)
-        try:
-            parent = cloud.get_image(parent_id)
-        except NotFoundError:
-            chain.append({"image_id": parent_id, "name": None})
-            break
-        chain.append({"image_id": parent.image_id, "name": parent.name})
-        parent_id = parent.base_image_id
-    return chain
 
 
 @images.command("rm", context_settings={"help_option_names": ["--help"]})
@@ -881,84 +688,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
-        code = _report(
+        code = report_failure(
             exc.format_message(),
             None,
             EXIT_BAD_REQUEST,
             as_json,
-            ctx_meta,
+            ctx_meta.get(BAKE_KEY),
             hint="see 'aminate --help'",
         )
     except AminatorError as exc:
-        code = _report(describe(exc), exc, exc.exit_code, as_json, ctx_meta, debug=debug)
+        code = report_failure(
+            describe(exc), exc, exc.exit_code, as_json, ctx_meta.get(BAKE_KEY), debug=debug
+        )
     except Interrupted as exc:
-        runner = ctx_meta.get("aminator_ng.bake")
+        runner = ctx_meta.get(BAKE_KEY)
         held = "kept" if runner is not None and runner.preserved else "released"
-        code = _report(f"{exc}; {held} what the bake held", None, exc.exit_code, as_json, ctx_meta)
+        code = report_failure(
+            f"{exc}; {held} what the bake held", None, exc.exit_code, as_json, runner
+        )
     except BrokenPipeError:
         # The reader of stdout went away (`aminate images | head`): not the engine's failure.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = EXIT_BAKE_FAILED
     except KeyboardInterrupt:
-        code = _report("interrupted by SIGINT", None, EXIT_SIGINT, as_json, ctx_meta)
+        code = report_failure(
+            "interrupted by SIGINT", None, EXIT_SIGINT, as_json, ctx_meta.get(BAKE_KEY)
+        )
     except Exception as exc:
-        code = _report(
+        code = report_failure(
             f"internal error: {type(exc).__name__}: {exc}",
             None,
             EXIT_BAKE_FAILED,
             as_json,
-            ctx_meta,
+            ctx_meta.get(BAKE_KEY),
             debug=debug,
             hint="rerun with --debug for the traceback",
         )
     sys.exit(code)
-
-
-def describe(error: BaseException) -> str:
-    """One line for an error; an engine error is prefixed with the step it failed in."""
-    if not isinstance(error, AminatorError):
-        return str(error) or type(error).__name__
-    if error.step and not error.message.startswith(f"{error.step}:"):
-        return f"{error.step}: {error.message}"
-    return error.message
-
-
-def _report(
-    message: str,
-    error: AminatorError | None,
-    code: int,
-    as_json: bool,
-    meta: dict[str, Any],
-    *,
-    debug: bool = False,
-    hint: str | None = None,
-) -> int:
-    runner: Bake | None = meta.get("aminator_ng.bake")
-    kept = runner.kept if runner is not None and runner.preserved else []
-    if debug:
-        log.exception("%s", message)
-    if as_json:
-        data = error_object(
-            error,
-            message,
-            code,
-            bake_id=runner.bake_id if runner else None,
-            log_path=str(runner.log_path) if runner and runner.log_path else None,
-            kept=list(reversed(kept)),
-        )
-        if hint and not data["error"]["hint"]:
-            data["error"]["hint"] = hint
-        print_json(data)
-    click.echo(f"aminate: error: {message}", err=True)
-    shown_hint = (error.hint if error else None) or hint
-    if shown_hint and not as_json:
-        click.echo(f"hint: {shown_hint}", err=True)
-    if kept:
-        click.echo("kept, as --preserve-on-error asked; release in this order with:", err=True)
-        for resource in reversed(kept):
-            click.echo(
-                f"  {resource.release}    # {resource.kind} {resource.resource_id}", err=True
-            )
-        click.echo("or release all of them with: aminate cleanup --preserved", err=True)
-    return code

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from aminator_ng.errors import RequestError
+from aminator_ng.errors import NotFoundError, RequestError
 from aminator_ng.model import Image, ImageSpec, ManifestEntry, Snapshot, Volume
 
 
@@ -192,3 +192,20 @@ class CloudBackend(abc.ABC):
     def release_command(self, kind: str, resource_id: str) -> str:
         """How an operator releases a resource a failed bake kept (``--preserve-on-error``)."""
         return f"release {kind} {resource_id} by hand"
+
+
+def lineage(cloud: CloudBackend, image: Image) -> list[dict[str, str | None]]:
+    """The image's ancestors, nearest first, up to a base with none (or one since removed)."""
+    chain: list[dict[str, str | None]] = []
+    seen = {image.image_id}
+    parent_id = image.base_image_id
+    while parent_id and parent_id not in seen:
+        seen.add(parent_id)
+        try:
+            parent = cloud.get_image(parent_id)
+        except NotFoundError:
+            chain.append({"image_id": parent_id, "name": None})
+            break
+        chain.append({"image_id": parent.image_id, "name": parent.name})
+        parent_id = parent.base_image_id
+    return chain

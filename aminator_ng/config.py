@@ -323,6 +323,13 @@ class BakeRequest:
         flag=True,
         negatable=False,
     )
+    install_timeout: int = declared(
+        int,
+        3600,
+        "How long the install may take, in seconds, before the bake ends it (exit 1).",
+        minimum=1,
+        flags=(Flag(("--install-timeout",), metavar="SECONDS"),),
+    )
 
     @classmethod
     def from_settings(

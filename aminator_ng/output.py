@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aminator_ng.bake import BakeResult, KeptResource
+import click
+
+from aminator_ng.bake import Bake, BakeResult, KeptResource
 from aminator_ng.errors import AminatorError
 from aminator_ng.model import Image, ManifestEntry
+from aminator_ng.sbom import Sbom
+
+log = logging.getLogger("aminator_ng")
 
 
 def print_json(data: Any) -> None:
@@ -115,3 +121,63 @@ def config_text(
     width = max((len(key) + len(value) for key, value, _ in shown), default=0) + 3
     lines += [f"{f'{key} = {value}':<{width}}  # {source}" for key, value, source in shown]
     return "\n".join(lines)
+
+
+def describe(error: BaseException) -> str:
+    """One line for an error; an engine error is prefixed with the step it failed in."""
+    if not isinstance(error, AminatorError):
+        return str(error) or type(error).__name__
+    if error.step and not error.message.startswith(f"{error.step}:"):
+        return f"{error.step}: {error.message}"
+    return error.message
+
+
+def report_failure(
+    message: str,
+    error: AminatorError | None,
+    code: int,
+    as_json: bool,
+    runner: Bake | None,
+    *,
+    debug: bool = False,
+    hint: str | None = None,
+) -> int:
+    """Print a failure: one ``aminate: error:`` line (and a hint) on stderr, the JSON failure
+    object with ``--output json``, and how to release what ``--preserve-on-error`` kept;
+    returns the exit code."""
+    kept = runner.kept if runner is not None and runner.preserved else []
+    if debug:
+        log.exception("%s", message)
+    if as_json:
+        data = error_object(
+            error,
+            message,
+            code,
+            bake_id=runner.bake_id if runner else None,
+            log_path=str(runner.log_path) if runner and runner.log_path else None,
+            kept=list(reversed(kept)),
+        )
+        if hint and not data["error"]["hint"]:
+            data["error"]["hint"] = hint
+        print_json(data)
+    click.echo(f"aminate: error: {message}", err=True)
+    shown_hint = (error.hint if error else None) or hint
+    if shown_hint and not as_json:
+        click.echo(f"hint: {shown_hint}", err=True)
+    if kept:
+        click.echo("kept, as --preserve-on-error asked; release in this order with:", err=True)
+        for resource in reversed(kept):
+            click.echo(
+                f"  {resource.release}    # {resource.kind} {resource.resource_id}", err=True
+            )
+        click.echo("or release all of them with: aminate cleanup --preserved", err=True)
+    return code
+
+
+def sbom_text(path: str | None, sbom: Sbom | None) -> str:
+    if path is None:
+        return "sbom: none"
+    if sbom is None:
+        return f"sbom: {path} (unreadable)"
+    plural = "" if sbom.component_count == 1 else "s"
+    return f"sbom: {path} ({sbom.component_count} component{plural}, sha256 {sbom.sha256})"

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -56,6 +57,19 @@ STDERR_TAIL_LINES = 12
 _namespace_entry: ContextVar[tuple[str, ...] | None] = ContextVar(
     "aminator_namespace_entry", default=None
 )
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """When the commands of a bounded part of the work must have ended (``commands_bounded``)."""
+
+    at: float
+    seconds: float
+    what: str
+    hint: str | None
+
+
+_deadline: ContextVar[_Deadline | None] = ContextVar("aminator_command_deadline", default=None)
 # Greedy to the last "@" of the authority: a password may hold an unescaped "@".
 _CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/\s]+@")
 
@@ -164,6 +178,18 @@ def _gist(stderr: str) -> str:
     return "; ".join(lines) if len(lines) <= 3 else lines[-1]
 
 
+@contextlib.contextmanager
+def commands_bounded(seconds: float, what: str, *, hint: str | None = None) -> Iterator[None]:
+    """Within the context, every command ends by ``seconds`` from now: one still running then
+    is ended (its process group, and with it its namespaces), and the BakeTimeoutError says that
+    ``what`` took too long."""
+    token = _deadline.set(_Deadline(time.monotonic() + seconds, seconds, what, hint))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -182,6 +208,11 @@ def run(
     the error. With ``check=False`` a non-zero exit is returned, not raised.
     """
     args = [os.fspath(a) for a in argv]
+    bound = _deadline.get()
+    limit = timeout
+    if bound is not None:
+        left = max(bound.at - time.monotonic(), 0.0)
+        limit = left if timeout is None else min(timeout, left)
     full_env = command_environment(env)
     log.debug("+ %s", mask_credentials(shlex.join(args)))
     if env:
@@ -216,9 +247,15 @@ def run(
             assert process.stdin is not None
             process.stdin.write(input)
             process.stdin.close()
-        returncode = process.wait(timeout=timeout)
+        returncode = process.wait(timeout=limit)
     except subprocess.TimeoutExpired as exc:
         _end_process_group(process)
+        if bound is not None and limit != timeout:
+            raise BakeTimeoutError(
+                f"{bound.what} took longer than {bound.seconds:g} s: "
+                f"{what or shlex.join(args[:3])} was still running, and was ended",
+                hint=bound.hint,
+            ) from exc
         raise BakeTimeoutError(
             f"{what or shlex.join(args)} did not finish in {timeout:g} s"
         ) from exc

@@ -12,8 +12,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aminator_ng.cloud import CloudBackend
+    from aminator_ng.model import Image
+
+log = logging.getLogger(__name__)
 
 COMPONENTS_TAG = "sbom_components"
 DIGEST_TAG = "sbom_sha256"
@@ -52,3 +60,15 @@ def prepare_meanwhile() -> None:
         importlib.import_module(DOCUMENT_MODULE).schema_checker()
 
     threading.Thread(target=load, name="load-sbom-builder", daemon=True).start()
+
+
+def stored_sbom(cloud: CloudBackend, image: Image) -> Sbom | None:
+    """The summary of the SBOM stored with the image; None (and a warning) when it is unreadable."""
+    data = cloud.image_sbom(image.image_id)
+    if data is None:
+        return None
+    try:
+        return Sbom.from_data(data)
+    except ValueError as exc:
+        log.warning("the SBOM of image %s is not CycloneDX JSON: %s", image.image_id, exc)
+        return None

@@ -15,6 +15,7 @@ from tests.hoststate import processes_rooted_under
 from tests.integration.conftest import (
     BASE_NAME,
     Workspace,
+    assert_one_error_line,
     assert_sbom_describes,
     dpkg_status,
     mounted_image,
@@ -161,6 +162,24 @@ def test_daemon_started_by_postinst_is_ended(workspace: Workspace, debs: dict[st
     # It ended with the install: the last process of the install's PID namespace.
     assert not processes_rooted_under(str(workspace.home))
     assert len(workspace.baked_images()) == 1
+
+
+def test_a_hung_postinst_is_ended_at_the_install_timeout(
+    workspace: Workspace, debs: dict[str, Path]
+) -> None:
+    result = workspace.aminate(
+        "-b", BASE_NAME, "--install-timeout", "3", "--output", "json", str(debs["slow"])
+    )
+    assert result.returncode == 1, result.stderr
+    error = result.json()["error"]
+    assert error["step"] == "install"
+    assert error["message"].startswith("install: the install took longer than 3 s:")
+    assert "--install-timeout" in error["hint"]
+    assert_one_error_line(result, 1, "took longer than 3 s")
+    # The postinst's sleep went with the install's namespaces.
+    assert not processes_rooted_under(str(workspace.home))
+    assert workspace.baked_images() == []
+    workspace.assert_nothing_left()
 
 
 def test_failing_postinst_exits_1_with_the_failure_object(

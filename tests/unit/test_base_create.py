@@ -11,8 +11,9 @@ import pytest
 
 from aminator_debian import bootstrap as debian_bootstrap
 from aminator_debian.bootstrap import DebianBaseCreator, DebianBaseOptions
-from aminator_ng import cli
+from aminator_ng import cli, setting_options
 from aminator_ng.api import BaseCreator, BootstrappedRoot, declared, hookimpl
+from aminator_ng.errors import ConfigError
 from aminator_ng.plugin_manager import load_plugins
 from tests.unit.cli_runs import Aminate, assert_request_error
 
@@ -50,11 +51,11 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Asked]:
 
     def create_base(creator: BaseCreator, *args: Any, options: Any, **kwargs: Any) -> Any:
         seen.creator, seen.options = creator, options
-        raise cli.ConfigError("stopped by the test")
+        raise ConfigError("stopped by the test")
 
     monkeypatch.setattr(cli, "create_base", create_base)
     yield seen
-    cli.add_creator_options(cli.base_create, load_plugins(environ={}).base_creators())
+    setting_options.add_creator_options(cli.base_create, load_plugins(environ={}).base_creators())
 
 
 @pytest.fixture

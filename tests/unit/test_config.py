@@ -21,7 +21,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from aminator_ng import cli
+from aminator_ng import cli, setting_options
 from aminator_ng import config as config_module
 from aminator_ng.bake import Bake, BakeResult
 from aminator_ng.config import (
@@ -1108,7 +1108,7 @@ def with_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[object], 
     cli.bake.params = [
         p
         for p in cli.bake.params
-        if not (isinstance(p, cli.SettingOption) and p.plugin == "example")
+        if not (isinstance(p, setting_options.SettingOption) and p.plugin == "example")
     ]
 
 
@@ -1323,6 +1323,7 @@ FLAG_VALUES: dict[str, tuple[list[str], Any]] = {
     "package_cache": (["--no-package-cache"], False),
     "index_max_age": (["--index-max-age", "0"], 0),
     "refresh": (["--refresh"], True),
+    "install_timeout": (["--install-timeout", "60"], 60),
 }
 
 
@@ -1386,10 +1387,12 @@ def test_a_dataclass_field_declared_as_a_setting_gives_its_flags_and_key(
     assert targets.check(["/a", "b"], "x") == (Path("/a"), Path("b"))
 
     @click.command()
-    @cli.setting_options([retries, targets])
+    @setting_options.setting_options([retries, targets])
     @click.pass_context
     def command(ctx: click.Context, **options: Any) -> None:
-        click.echo(json.dumps(cli.settings_given(ctx)[None], default=str, sort_keys=True))
+        click.echo(
+            json.dumps(setting_options.settings_given(ctx)[None], default=str, sort_keys=True)
+        )
 
     runner = CliRunner()
     done = runner.invoke(command, ["-r", "5", "--target", "/a", "--target", "/b"])

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import cli
-from aminator_ng.config import BAKE_SETTINGS, ENVIRONMENT_SETTINGS, GLOBAL_SETTINGS
+from aminator_ng import cli, setting_options
+from aminator_ng.config import (
+    BAKE_SETTINGS,
+    ENVIRONMENT_SETTINGS,
+    GLOBAL_SETTINGS,
+    variable_name,
+)
 from aminator_ng.plugin_manager import load_plugins
 from tests.unit.cli_runs import Aminate
 
@@ -76,7 +81,9 @@ def with_example_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     )
     yield
     cli.bake.params = [
-        p for p in cli.bake.params if not (isinstance(p, cli.SettingOption) and p.plugin)
+        p
+        for p in cli.bake.params
+        if not (isinstance(p, setting_options.SettingOption) and p.plugin)
     ]
     sys.modules.pop("aminator_acme.plugin", None)
 
@@ -96,9 +103,10 @@ def test_a_documented_command_line_parses(
     assert "Usage:" in outcome.stdout or "--version" in command
 
 
-def documented_keys(text: str) -> Iterator[tuple[str, str]]:
-    """(table, key) of every row of the settings tables: those whose first column is ``key``
-    (table: the nearest heading) or ``plugin`` (table: the plugin's name)."""
+def documented_rows(text: str) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """(table, key, the row's cells by column) of every row of the settings tables: those
+    whose first column is ``key`` (table: the nearest heading) or ``plugin`` (table: the
+    plugin's name)."""
     heading, columns = "", []
     for line in text.splitlines():
         if line.startswith("#"):
@@ -112,10 +120,11 @@ def documented_keys(text: str) -> Iterator[tuple[str, str]]:
             continue
         if set(cells[0]) <= {"-", ":"}:
             continue
+        row = dict(zip(columns, cells, strict=False))
         if columns[:1] == ["key"] and cells[0].startswith("`") and "[" not in cells[0]:
-            yield heading, cells[0].strip("`")
+            yield heading, cells[0].strip("`"), row
         elif columns[:2] == ["plugin", "key"] and cells[1]:
-            yield cells[0].strip("`"), cells[1].strip("`")
+            yield cells[0].strip("`"), cells[1].strip("`"), row
 
 
 def test_every_documented_setting_is_declared() -> None:
@@ -126,7 +135,41 @@ def test_every_documented_setting_is_declared() -> None:
     }
     plugins = load_plugins(environ={}).setting_declarations().plugins
     declared |= {plugin: {s.name for s in settings} for plugin, settings in plugins.items()}
-    rows = list(documented_keys((REPO / "docs" / "configuration.md").read_text()))
-    assert {table for table, _ in rows} >= {"global", "bake", "debian", "ec2", "hygiene"}
-    unknown = [(table, key) for table, key in rows if key not in declared.get(table, set())]
+    rows = list(documented_rows((REPO / "docs" / "configuration.md").read_text()))
+    assert {table for table, _, _ in rows} >= {"global", "bake", "debian", "ec2", "hygiene"}
+    unknown = [(table, key) for table, key, _ in rows if key not in declared.get(table, set())]
     assert unknown == []
+
+
+TYPE_WORDS = {
+    str: "string",
+    bool: "bool",
+    int: "integer",
+    float: "number",
+    Path: "path",
+    list: "list",
+    dict: "table of strings",
+}
+
+
+def test_the_settings_tables_give_each_settings_type_variable_and_flags() -> None:
+    declared = {("global", s.name): ((), s) for s in GLOBAL_SETTINGS}
+    declared |= {("bake", s.name): (("bake",), s) for s in BAKE_SETTINGS}
+    plugins = load_plugins(environ={}).setting_declarations().plugins
+    declared |= {(p, s.name): ((p,), s) for p, settings in plugins.items() for s in settings}
+    checked = 0
+    for table, key, row in documented_rows((REPO / "docs" / "configuration.md").read_text()):
+        if (table, key) not in declared:
+            continue
+        prefix, setting = declared[table, key]
+        where = f"docs/configuration.md [{table}] {key}"
+        assert row["type"].startswith(TYPE_WORDS[setting.type]), where
+        assert row["variable"] == f"`{variable_name(*prefix, setting.name)}`", where
+        if table != "global":  # the global options are the command's own, not settings' flags
+            names = [name for flag in setting.command_line for name in flag.names]
+            if setting.type is bool and setting.negatable and names:
+                names.append(f"--no-{names[-1][2:]}")
+            assert all(f"`{name}" in row["flag"] or f"/{name}" in row["flag"] for name in names)
+            assert bool(names) == bool(row["flag"]), where
+        checked += 1
+    assert checked == len(declared)

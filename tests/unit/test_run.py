@@ -12,7 +12,7 @@ import pytest
 from aminator_ng import run as run_module
 from aminator_ng.errors import BakeTimeoutError, CommandError, HostError
 from aminator_ng.plugin_manager import load_plugins
-from aminator_ng.run import SEARCH_PATH, find_tool, mask_credentials, run
+from aminator_ng.run import SEARCH_PATH, commands_bounded, find_tool, mask_credentials, run
 
 PROXY = "http://proxyuser:s3cret-pw@proxy.example.org:3128"
 
@@ -191,3 +191,22 @@ def test_a_missing_unknown_tool_has_no_package_hint(
     with pytest.raises(HostError, match="frobnicate") as raised:
         find_tool("frobnicate")
     assert raised.value.hint is None
+
+
+def test_commands_in_a_bounded_part_end_by_its_deadline() -> None:
+    with commands_bounded(30, "the install"):
+        assert run(["true"]).returncode == 0
+    with (
+        pytest.raises(
+            BakeTimeoutError, match=r"^the install took longer than 0.5 s: sleep"
+        ) as raised,
+        commands_bounded(0.5, "the install", hint="raise the bound"),
+    ):
+        run(["sleep", "30"], what="sleep")
+    assert raised.value.hint == "raise the bound"
+    # A command's own, shorter timeout still says it is its own.
+    with (
+        pytest.raises(BakeTimeoutError, match=r"^nap did not finish in 0.2 s"),
+        commands_bounded(30, "the install"),
+    ):
+        run(["sleep", "30"], what="nap", timeout=0.2)
