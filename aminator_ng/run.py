@@ -59,7 +59,7 @@ _namespace_entry: ContextVar[tuple[str, ...] | None] = ContextVar(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Deadline:
     """When the commands of a bounded part of the work must have ended (``commands_bounded``)."""
 
@@ -67,6 +67,8 @@ class _Deadline:
     seconds: float
     what: str
     hint: str | None
+    #: It ended a command: what runs after, the cleanup, is not bounded.
+    expired: bool = False
 
 
 _deadline: ContextVar[_Deadline | None] = ContextVar("aminator_command_deadline", default=None)
@@ -182,7 +184,8 @@ def _gist(stderr: str) -> str:
 def commands_bounded(seconds: float, what: str, *, hint: str | None = None) -> Iterator[None]:
     """Within the context, every command ends by ``seconds`` from now: one still running then
     is ended (its process group, and with it its namespaces), and the BakeTimeoutError says that
-    ``what`` took too long."""
+    ``what`` took too long. The commands that run after that one, undoing what it left, are not
+    bounded."""
     token = _deadline.set(_Deadline(time.monotonic() + seconds, seconds, what, hint))
     try:
         yield
@@ -209,6 +212,8 @@ def run(
     """
     args = [os.fspath(a) for a in argv]
     bound = _deadline.get()
+    if bound is not None and bound.expired:
+        bound = None
     limit = timeout
     if bound is not None:
         left = max(bound.at - time.monotonic(), 0.0)
@@ -251,9 +256,13 @@ def run(
     except subprocess.TimeoutExpired as exc:
         _end_process_group(process)
         if bound is not None and limit != timeout:
+            bound.expired = True
+            running = what or shlex.join(args)
+            if len(running) > 60:  # a whole argv: its command and first argument say enough
+                running = " ".join(running.split()[:2])
             raise BakeTimeoutError(
                 f"{bound.what} took longer than {bound.seconds:g} s: "
-                f"{what or shlex.join(args[:3])} was still running, and was ended",
+                f"{running} was still running, and was ended",
                 hint=bound.hint,
             ) from exc
         raise BakeTimeoutError(

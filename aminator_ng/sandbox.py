@@ -11,7 +11,9 @@ included (PR_SET_PDEATHSIG), and with the init every process of the namespace.
 inside an image: in new mount, PID, UTS and IPC namespaces, chrooted into ROOT, with the image's
 hostname and a /proc of its own PID namespace whose init is the command itself. So a package
 script sees only the image's processes (none rooted on the host), and whatever it leaves
-running, or mounted, ends with the command. /proc/sys and /proc/sysrq-trigger are read-only.
+running, or mounted, ends with the command; a SIGTERM, SIGINT or SIGHUP to the program ends
+the command's whole namespace, and so does its death (the command dies with it). /proc/sys
+and /proc/sysrq-trigger are read-only.
 Its stdin is the image's /dev/null; with ``--attached`` (``aminate shell``) the caller's own.
 
 Only the standard library and ``aminator_ng.syscalls`` are imported: the image program starts
@@ -198,8 +200,15 @@ def image(root: str, hostname: str, command: Sequence[str], *, attached: bool = 
             )
             os._exit(127 if error.errno == errno.ENOENT else 126)
         os._exit(126)
-    # A signal that ends this process ends the command too: the kernel kills it (pdeathsig).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    # The engine ends a command with SIGTERM (a terminal, with SIGINT or SIGHUP): its namespace
+    # ends with it, every process of it. The parent-death signal is not enough for that: a
+    # command that changes its credentials loses it (apt-get does), and outlives this process.
+    def end_namespace(signum: int, frame: object) -> None:
+        os.kill(child, signal.SIGKILL)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, end_namespace)
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code

@@ -32,6 +32,7 @@ GREETING = b"Hello from Acme Linux\n\x00\xff binary tail\n"
 HOST_SRV_ACME = Path("/srv/acme")
 HOOKS = [
     "aminator_detect_distro",
+    "aminator_package_file_suffixes",
     "aminator_prepare_chroot",
     "aminator_provisioner",
     "aminator_read_package_file",

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from aminator_acme.package import is_acme_package, read_package_info
+from aminator_acme.package import SUFFIX, is_acme_package, read_package_info
 from aminator_acme.provisioner import AcmeProvisioner
 from aminator_ng.api import (
     API_VERSION,
@@ -97,6 +97,11 @@ def aminator_provisioner(distro: Distro, settings: EngineSettings) -> Provisione
     if distro.family != FAMILY:
         return None
     return AcmeProvisioner(motd=settings.of(AcmeSettings).motd)
+
+
+@hookimpl
+def aminator_package_file_suffixes() -> list[str]:
+    return [SUFFIX]
 
 
 @hookimpl
