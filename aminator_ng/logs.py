@@ -41,4 +41,6 @@ def open_bake_log(path: Path) -> logging.Handler:
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    # The SBOM library's serializer logs each class it registers, a hundred lines: noise.
+    logging.getLogger("py_serializable").setLevel(logging.INFO)
     return handler
