@@ -67,8 +67,7 @@ def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> No
 
     Called once per bake, in the step ``read_packages``, after the package arguments are read
     and before the base image is resolved. Raise a RequestError (or ConfigError) naming what
-    is wrong: the bake then ends with exit 2 and nothing to release. The tagging finalizer
-    checks the ``-n`` name template here.
+    is wrong: the bake then ends with exit 2 and nothing to release.
 
     :param request: the bake as the operator asked for it (base, packages, name template,
         suffix, tags, repositories).
@@ -174,6 +173,18 @@ def aminator_base_creator() -> BaseCreator | None:
     """
 
 
+@hookspec
+def aminator_check_name_template(template: str) -> None:
+    """Check the ``-n`` name template before anything is acquired: a finalizer that will name
+    the image refuses a template it cannot render, instead of failing after the install.
+
+    Called once per bake with a template, in step ``read_packages``. Like the finalizer hooks
+    below, it asks only the environment's ``finalizers`` when it names them.
+
+    :param template: the template as given (``-n``, or ``name`` in ``[bake]``).
+    """
+
+
 @hookspec(firstresult=True)
 def aminator_image_name(facts: BakeFacts) -> str | None:
     """Name the baked image.
@@ -181,7 +192,7 @@ def aminator_image_name(facts: BakeFacts) -> str | None:
     Called once per bake, after the install. ``facts.name_template`` and ``facts.suffix`` carry
     ``-n`` and ``-s``. The engine checks the name's charset and uniqueness.
 
-    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    The finalizer hooks ask only the environment's ``finalizers``, when it names them;
     ``facts.settings`` holds the engine's and the plugins' settings.
 
     :return: the name, or None to leave it to the next plugin.
@@ -195,7 +206,7 @@ def aminator_image_tags(facts: BakeFacts) -> Mapping[str, str] | None:
 
     Called once per bake, after the install.
 
-    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    The finalizer hooks ask only the environment's ``finalizers``, when it names them;
     ``facts.settings`` holds the engine's and the plugins' settings.
     """
 
@@ -230,7 +241,7 @@ def aminator_image_description(facts: BakeFacts) -> str | None:
 
     Called once per bake, after the install.
 
-    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    The finalizer hooks ask only the environment's ``finalizers``, when it names them;
     ``facts.settings`` holds the engine's and the plugins' settings.
 
     :return: the description, or None to leave it to the next plugin.
@@ -244,7 +255,7 @@ def aminator_image_registered(image: Image, facts: BakeFacts, cloud: CloudBacken
     Called once per bake, after registration, in the step ``publish``. An exception here fails
     the bake and the new image is deregistered.
 
-    These four finalizer hooks ask only the environment's ``finalizers``, when it names them;
+    The finalizer hooks ask only the environment's ``finalizers``, when it names them;
     ``facts.settings`` holds the engine's and the plugins' settings.
     """
 

@@ -224,6 +224,10 @@ class Hooks:
 
     def check_request(self, request: BakeRequest, settings: EngineSettings) -> None:
         self._hook.aminator_check_request(request=request, settings=settings)
+        if request.name_template is not None:
+            chosen_by = f"environment {settings.environment}: finalizers"
+            check = self._caller("aminator_check_name_template", settings.finalizers, chosen_by)
+            check(template=request.name_template)
 
     def read_package_file(self, path: Path) -> PackageInfo | None:
         info: PackageInfo | None = self._hook.aminator_read_package_file(path=path)

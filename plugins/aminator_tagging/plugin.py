@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 from aminator_ng.api import (
     BakeFacts,
-    BakeRequest,
     ConfigError,
-    EngineSettings,
     declared,
     hookimpl,
 )
@@ -34,10 +32,6 @@ TEMPLATE_FIELDS = (
     "date",
     "distro",
 )
-
-
-#: The entry-point name of this plugin, which an environment's finalizers name.
-PLUGIN_NAME = "tagging"
 
 
 @dataclass(frozen=True)
@@ -112,11 +106,8 @@ def render_name(template: str, values: Mapping[str, str]) -> str:
 
 
 @hookimpl
-def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
-    """A bad ``-n`` template fails before anything is acquired, not after the install."""
-    chosen = settings.finalizers
-    if request.name_template is not None and (chosen is None or PLUGIN_NAME in chosen):
-        render_name(request.name_template, dict.fromkeys(TEMPLATE_FIELDS, "x"))
+def aminator_check_name_template(template: str) -> None:
+    render_name(template, dict.fromkeys(TEMPLATE_FIELDS, "x"))
 
 
 @hookimpl(trylast=True)

@@ -10,10 +10,12 @@ import pytest
 
 from aminator_ng.config import BakeRequest, EngineSettings
 from aminator_ng.errors import ConfigError
+from aminator_ng.hookspecs import hookimpl
 from aminator_ng.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
+from aminator_ng.plugin_manager import load_plugins
 from aminator_tagging.plugin import (
     DEFAULT_TEMPLATE,
-    aminator_check_request,
+    aminator_check_name_template,
     aminator_image_description,
     aminator_image_name,
     aminator_image_tags,
@@ -176,16 +178,25 @@ def test_manifest_digest_follows_the_manifest() -> None:
 
 @pytest.mark.parametrize("template", ["{name}-{nope}", "{name", "{name}-}"])
 def test_a_bad_template_is_refused_before_the_bake_acquires_anything(template: str) -> None:
-    request = BakeRequest(base="debian-12", packages=("hello",), name_template=template)
     with pytest.raises(ConfigError):
-        aminator_check_request(request=request, settings=EngineSettings())
+        aminator_check_name_template(template=template)
 
 
 def test_a_good_template_passes_the_early_check() -> None:
-    request = BakeRequest(base="b", packages=("hello",), name_template="web-{version}-{suffix}")
-    aminator_check_request(request=request, settings=EngineSettings())
+    aminator_check_name_template(template="web-{version}-{suffix}")
+
+
+class TheirNames:
+    """A finalizer of an environment's own, with template fields tagging does not know."""
+
+    @hookimpl
+    def aminator_check_name_template(self, template: str) -> None:
+        pass
 
 
 def test_the_early_check_is_left_to_the_chosen_finalizers() -> None:
+    hooks = load_plugins(environ={}, extra=[("theirs", TheirNames())])
     request = BakeRequest(base="b", packages=("hello",), name_template="{their_own_field}")
-    aminator_check_request(request=request, settings=EngineSettings(finalizers=("theirs",)))
+    hooks.check_request(request, EngineSettings(finalizers=("theirs",)))
+    with pytest.raises(ConfigError, match="their_own_field"):
+        hooks.check_request(request, EngineSettings())
