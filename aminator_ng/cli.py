@@ -324,7 +324,7 @@ def base_create(
     it as NAME. The options after --fs are the base creators' own."""
     app = App(ctx)
     size_bytes = parse_size(size)
-    creator = chosen_creator(app.hooks.base_creators(), distro)
+    creator = chosen_creator(app.hooks.base_creators, distro)
     given = settings_given(ctx)
     unused = sorted(plugin for plugin in given if plugin not in (None, creator.name))
     if unused:
@@ -680,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         hooks = load_plugins()
         know_host_packages(hooks.host_packages(read_os_release(Path("/"))))
         add_plugin_options(bake, hooks.setting_declarations())
-        add_creator_options(base_create, hooks.base_creators())
+        add_creator_options(base_create, hooks.base_creators)
         with interrupts_raised(), cli.make_context("aminate", args, obj=hooks) as ctx:
             ctx_meta = ctx.meta
             cli.invoke(ctx)

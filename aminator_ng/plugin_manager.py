@@ -8,6 +8,7 @@ order, so that a third party is asked first by ``firstresult`` hooks and can ove
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import logging
@@ -225,8 +226,7 @@ class Hooks:
     def check_request(self, request: BakeRequest, settings: EngineSettings) -> None:
         self._hook.aminator_check_request(request=request, settings=settings)
         if request.name_template is not None:
-            chosen_by = f"environment {settings.environment}: finalizers"
-            check = self._caller("aminator_check_name_template", settings.finalizers, chosen_by)
+            check = self._finalizer("aminator_check_name_template", settings)
             check(template=request.name_template)
 
     def read_package_file(self, path: Path) -> PackageInfo | None:
@@ -237,19 +237,21 @@ class Hooks:
         answers: list[Sequence[str]] = self._hook.aminator_package_file_suffixes()
         return tuple(suffix for answer in answers for suffix in answer)
 
+    @functools.cached_property
     def base_creators(self) -> list[BaseCreator]:
-        """The base creators the plugins offer ``aminate base create``, by name."""
+        """The base creators the plugins offer ``aminate base create``, by name: asked once,
+        so that the command's flags and the bootstrap are the same creator's."""
         offered: list[BaseCreator] = self._hook.aminator_base_creator()
         return sorted(offered, key=lambda creator: creator.name)
 
     def image_name(self, facts: BakeFacts) -> str | None:
-        name: str | None = self._finalizer("aminator_image_name", facts)(facts=facts)
+        name: str | None = self._finalizer("aminator_image_name", facts.settings)(facts=facts)
         return name
 
     def image_tags(self, facts: BakeFacts) -> dict[str, str]:
         merged: dict[str, str] = {}
         # pluggy answers last-registered first; merge so that later plugins override earlier.
-        for tags in reversed(self._finalizer("aminator_image_tags", facts)(facts=facts)):
+        for tags in reversed(self._finalizer("aminator_image_tags", facts.settings)(facts=facts)):
             if tags:
                 merged.update({str(k): str(v) for k, v in tags.items()})
         return merged
@@ -277,14 +279,18 @@ class Hooks:
         return [outcome for answer in reversed(answers) if answer for outcome in answer]
 
     def image_description(self, facts: BakeFacts) -> str | None:
-        description: str | None = self._finalizer("aminator_image_description", facts)(facts=facts)
+        description: str | None = self._finalizer("aminator_image_description", facts.settings)(
+            facts=facts
+        )
         return description
 
     def image_registered(self, image: Image, facts: BakeFacts, cloud: CloudBackend) -> None:
-        self._finalizer("aminator_image_registered", facts)(image=image, facts=facts, cloud=cloud)
+        self._finalizer("aminator_image_registered", facts.settings)(
+            image=image, facts=facts, cloud=cloud
+        )
 
-    def _finalizer(self, hook_name: str, facts: BakeFacts) -> Any:
-        settings = facts.settings
+    def _finalizer(self, hook_name: str, settings: EngineSettings) -> Any:
+        """The hook, asking only the environment's finalizers when it names them."""
         return self._caller(
             hook_name, settings.finalizers, f"environment {settings.environment}: finalizers"
         )

@@ -82,8 +82,8 @@ def parse_repositories(
     provisioner: Provisioner, repositories: Sequence[Repository], keys: Sequence[Path]
 ) -> tuple[Repository, ...]:
     """Every repository that is not a directory, as the bake's provisioner reads it, with the
-    ``--repo-key`` files it takes."""
-    key_files = tuple(read_repository_key(key) for key in keys)
+    ``--repo-key`` files it takes (checked by ``read_repositories`` already)."""
+    key_files = tuple(key.resolve() for key in keys)
     parsed = tuple(
         repository
         if repository.directory is not None

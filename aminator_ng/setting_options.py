@@ -75,31 +75,52 @@ def setting_options(settings: Sequence[Setting]) -> Callable[[F], F]:
     return decorate
 
 
-def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
-    """Give ``bake`` the flags plugins declared; a flag that is taken already is left out."""
+def _add_options(
+    command: click.Command,
+    owned: Sequence[tuple[str, Setting, Flag]],
+    insert_at: Callable[[list[click.Parameter]], int],
+    left_out: str,
+    *,
+    show_default: bool = False,
+) -> None:
+    """Give ``command`` an option for each (owner, setting, flag), in place of the owners'
+    options it had; a flag an option has already is left out, with the warning ``left_out``
+    (formatted with ``owner``, ``options`` and ``setting``)."""
     command.params = [
         p for p in command.params if not (isinstance(p, SettingOption) and p.plugin is not None)
     ]
     taken = {name for param in command.params for name in param.opts + param.secondary_opts}
-    for plugin, settings in sorted(declarations.plugins.items()):
-        for setting in settings:
-            for flag in setting.command_line:
-                option = SettingOption(setting, flag, plugin)
-                clash = taken & {*option.opts, *option.secondary_opts}
-                if clash:
-                    log.warning(
-                        "plugin %s: bake option %s is taken; set %s in [plugins.%s] instead",
-                        plugin,
-                        ", ".join(sorted(clash)),
-                        setting.name,
-                        plugin,
-                    )
-                    continue
-                taken |= {*option.opts, *option.secondary_opts}
-                arguments = [
-                    i for i, p in enumerate(command.params) if isinstance(p, click.Argument)
-                ]
-                command.params.insert(arguments[0] if arguments else len(command.params), option)
+    for owner, setting, flag in owned:
+        option = SettingOption(setting, flag, owner, show_default=show_default)
+        clash = taken & {*option.opts, *option.secondary_opts}
+        if clash:
+            options = ", ".join(sorted(clash))
+            log.warning(left_out.format(owner=owner, options=options, setting=setting.name))
+            continue
+        taken |= {*option.opts, *option.secondary_opts}
+        command.params.insert(insert_at(command.params), option)
+
+
+def add_plugin_options(command: click.Command, declarations: Declarations) -> None:
+    """Give ``bake`` the flags plugins declared (set a flag left out in [plugins.NAME])."""
+
+    def before_the_arguments(params: list[click.Parameter]) -> int:
+        arguments = [i for i, p in enumerate(params) if isinstance(p, click.Argument)]
+        return arguments[0] if arguments else len(params)
+
+    owned = [
+        (plugin, setting, flag)
+        for plugin, settings in sorted(declarations.plugins.items())
+        for setting in settings
+        for flag in setting.command_line
+    ]
+    _add_options(
+        command,
+        owned,
+        before_the_arguments,
+        "plugin {owner}: bake option {options} is taken; set {setting} in [plugins.{owner}] "
+        "instead",
+    )
 
 
 def settings_given(ctx: click.Context) -> dict[str | None, dict[str, Any]]:
@@ -127,20 +148,21 @@ def settings_given(ctx: click.Context) -> dict[str | None, dict[str, Any]]:
 
 def add_creator_options(command: click.Command, creators: Sequence[BaseCreator]) -> None:
     """Give ``base create`` the options of every base creator (one creator's flag that another
-    has already is left out: set it with --distro of the first)."""
-    command.params = [p for p in command.params if not isinstance(p, SettingOption)]
-    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
-    for creator in creators:
-        for setting in creator.option_settings():
-            for flag in setting.command_line or (Flag((setting.option,)),):
-                option = SettingOption(setting, flag, creator.name, show_default=True)
-                if taken & {*option.opts, *option.secondary_opts}:
-                    log.debug("base creator %s: %s is taken", creator.name, setting.option)
-                    continue
-                taken |= {*option.opts, *option.secondary_opts}
-                # Before the global options, after the command's own.
-                first_global = next(
-                    (i for i, p in enumerate(command.params) if p.name == "cloud"),
-                    len(command.params),
-                )
-                command.params.insert(first_global, option)
+    has already is left out)."""
+
+    def before_the_global_options(params: list[click.Parameter]) -> int:
+        return next((i for i, p in enumerate(params) if p.name == "cloud"), len(params))
+
+    owned = [
+        (creator.name, setting, flag)
+        for creator in creators
+        for setting in creator.option_settings()
+        for flag in setting.command_line or (Flag((setting.option,)),)
+    ]
+    _add_options(
+        command,
+        owned,
+        before_the_global_options,
+        "base creator {owner}: option {options} is taken; {setting} is left out",
+        show_default=True,
+    )

@@ -13,6 +13,7 @@ DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 #: Debian releases with -updates and -security suites.
 STABLE_SUITES = ("buster", "bullseye", "bookworm", "trixie", "forky")
 ROLLING_SUITES = ("sid", "unstable")
+SUITES = (*STABLE_SUITES, *ROLLING_SUITES)
 BASE_PACKAGES = ["ca-certificates"]
 
 
@@ -24,7 +25,7 @@ class DebianBaseOptions:
         str,
         "bookworm",
         "Distribution release.",
-        choices=(*STABLE_SUITES, *ROLLING_SUITES),
+        choices=SUITES,
         flags=(Flag(("--suite",), metavar="SUITE"),),
     )
     mirror: str = declared(
@@ -62,10 +63,10 @@ class DebianBaseCreator(BaseCreator):
         return ["mmdebstrap"]
 
     def bootstrap(self, target: Path, options: DebianBaseOptions) -> BootstrappedRoot:
-        if options.suite not in (*STABLE_SUITES, *ROLLING_SUITES):
+        if options.suite not in SUITES:
             raise RequestError(
                 f"unknown Debian suite {options.suite}",
-                hint=f"the suites known: {' '.join((*STABLE_SUITES, *ROLLING_SUITES))}",
+                hint=f"the suites known: {' '.join(SUITES)}",
             )
         extra = [name for item in options.include for name in item.split(",") if name]
         packages = ",".join(dict.fromkeys([*BASE_PACKAGES, *extra]))

@@ -55,7 +55,7 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Asked]:
 
     monkeypatch.setattr(cli, "create_base", create_base)
     yield seen
-    setting_options.add_creator_options(cli.base_create, load_plugins(environ={}).base_creators())
+    setting_options.add_creator_options(cli.base_create, load_plugins(environ={}).base_creators)
 
 
 @pytest.fixture
