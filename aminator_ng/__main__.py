@@ -1,3 +1,3 @@
-from aminator_ng.cli import main
+from aminator_ng.commands.cli import main
 
 main()

@@ -7,44 +7,10 @@ number it was written for.
 
 from __future__ import annotations
 
-from aminator_ng.base_create import BaseCreator, BootstrappedRoot
-from aminator_ng.blockdev import (
-    Filesystem,
-    backing_file,
-    detach_loop_device,
-    find_root_filesystem,
-    loop_device,
-    loop_devices_over,
-    partition_nodes,
-    probe,
-)
-from aminator_ng.chroot import (
-    Chroot,
-    check_unchanged,
-    created_directories,
-    replaced_file,
-    resolve_in_root,
-)
-from aminator_ng.cloud import CloudBackend, Leftover, NotSupportedError
-from aminator_ng.config import BakeRequest, EngineSettings, Flag, Setting, declared
-from aminator_ng.durable import partial_path, sync_file, write_whole
-from aminator_ng.errors import (
-    AminatorError,
-    BakeError,
-    BakeTimeoutError,
-    CleanupError,
-    CloudError,
-    CommandError,
-    ConfigError,
-    ConflictError,
-    HostError,
-    NotFoundError,
-    RequestError,
-)
-from aminator_ng.hookspecs import hookimpl
-from aminator_ng.imagefs import ImagePathError
-from aminator_ng.locks import LockHeldError, file_lock
-from aminator_ng.model import (
+from aminator_ng.contract.base_creator import BaseCreator, BootstrappedRoot
+from aminator_ng.contract.cloud import CloudBackend, Leftover, NotSupportedError
+from aminator_ng.contract.hookspecs import hookimpl
+from aminator_ng.contract.model import (
     BakeFacts,
     Distro,
     HygieneOutcome,
@@ -60,8 +26,43 @@ from aminator_ng.model import (
     Snapshot,
     Volume,
 )
-from aminator_ng.provisioner import Provisioner, staged_package_files
-from aminator_ng.run import Completed, HostPackages, find_tool, run
+from aminator_ng.contract.provisioner import Provisioner, staged_package_files
+from aminator_ng.contract.request import BakeRequest
+from aminator_ng.contract.settings import EngineSettings, Flag, Setting, declared
+from aminator_ng.errors import (
+    AminatorError,
+    BakeError,
+    BakeTimeoutError,
+    CleanupError,
+    CloudError,
+    CommandError,
+    ConfigError,
+    ConflictError,
+    HostError,
+    NotFoundError,
+    RequestError,
+)
+from aminator_ng.host.blockdev import (
+    Filesystem,
+    backing_file,
+    detach_loop_device,
+    find_root_filesystem,
+    loop_device,
+    loop_devices_over,
+    partition_nodes,
+    probe,
+)
+from aminator_ng.host.chroot import (
+    Chroot,
+    check_unchanged,
+    created_directories,
+    replaced_file,
+    resolve_in_root,
+)
+from aminator_ng.host.durable import partial_path, sync_file, write_whole
+from aminator_ng.host.imagefs import ImagePathError
+from aminator_ng.host.locks import LockHeldError, file_lock
+from aminator_ng.host.run import Completed, HostPackages, find_tool, run
 
 API_VERSION = "2.0"
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import sandbox, syscalls
+from aminator_ng.host import sandbox, syscalls
 from tests import reflinkfs
 from tests.hookrecord import HOOK_RECORD_VARIABLE, hooks_never_called
 from tests.hoststate import held_under, processes_left_under, release_everything_under

@@ -467,7 +467,7 @@ def some_block_device() -> Path:
 
 
 def bake_with_backend(cloud: Ec2Cloud, base_ami: str, bake_id: str) -> Image:
-    """What a bake asks of the EC2 backend, in the order aminator_ng/bake.py asks it, with
+    """What a bake asks of the EC2 backend, in the order aminator_ng/pipeline/bake.py asks it, with
     nothing mounted or installed: the volume is deleted once snapshotted, the rest is kept."""
     base = cloud.resolve_base(base_ami)
     name = f"hello-1.0-1-{bake_id}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aminator_ng import hookspecs
+from aminator_ng.contract import hookspecs
 
 #: Points at the session's record file.
 HOOK_RECORD_VARIABLE = "AMINATOR_TRACE_PLUGINS"

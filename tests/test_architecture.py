@@ -14,7 +14,7 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-from aminator_ng import hookspecs
+from aminator_ng.contract import hookspecs
 from tests.hookrecord import hook_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,3 +119,34 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
         '    return ["apt-get", "install", "--no-install-recommends"]\n'
     )
     assert list(code_words(module)) == [(3, "mmdebstrap"), (6, "apt-get")]
+
+
+#: The engine's layers, lowest first (DESIGN.md): each imports only its own and lower layers,
+#: and the shared error types.
+ENGINE_LAYERS = ("host", "contract", "pipeline", "commands")
+SHARED_MODULES = {"aminator_ng", "aminator_ng.errors"}
+
+
+def engine_layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "aminator_ng" else None
+
+
+def test_each_layer_of_the_engine_imports_only_the_layers_below_it() -> None:
+    for layer in ENGINE_LAYERS:
+        allowed = set(ENGINE_LAYERS[: ENGINE_LAYERS.index(layer) + 1])
+        for path in (REPO / "aminator_ng" / layer).glob("*.py"):
+            for module in imported_modules(path):
+                # The package itself is imported for its version.
+                if module.split(".")[0] != "aminator_ng" or module in SHARED_MODULES:
+                    continue
+                assert engine_layer(module) in allowed, f"{path} ({layer}) imports {module}"
+
+
+def test_the_engine_is_laid_out_in_its_layers() -> None:
+    top_level = {path.stem for path in (REPO / "aminator_ng").glob("*.py")}
+    assert top_level == {"__init__", "__main__", "api", "errors"}
+    folders = {
+        path.name for path in (REPO / "aminator_ng").iterdir() if (path / "__init__.py").exists()
+    }
+    assert folders == set(ENGINE_LAYERS)

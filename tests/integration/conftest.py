@@ -23,9 +23,9 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from aminator_ng.bake import BAKE_PIPELINE
-from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
-from aminator_ng.mount import mounted
+from aminator_ng.host.blockdev import find_root_filesystem, loop_device, partition_nodes
+from aminator_ng.host.mount import mounted
+from aminator_ng.pipeline.bake import BAKE_PIPELINE
 from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.hoststate import held_under, processes_rooted_under, release_everything_under
 from tests.integration import rpms

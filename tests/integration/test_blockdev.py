@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes, partitions
-from aminator_ng.diskimage import MIB, build_disk_image
-from aminator_ng.mount import mounted
+from aminator_ng.host.blockdev import find_root_filesystem, loop_device, partition_nodes, partitions
+from aminator_ng.host.diskimage import MIB, build_disk_image
+from aminator_ng.host.mount import mounted
 from tests.hoststate import loop_devices, mount_targets
 
 pytestmark = pytest.mark.privileged

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aminator_ng.recovery import ENGINE_KINDS
+from aminator_ng.pipeline.recovery import ENGINE_KINDS
 from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
 from tests.integration import rpms
 from tests.integration.conftest import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.namespace import bake_namespace
+from aminator_ng.host.namespace import bake_namespace
 from tests.hoststate import held_under, processes_rooted_under
 from tests.integration.conftest import (
     BASE_NAME,
@@ -217,4 +217,4 @@ def test_a_namespace_ended_as_soon_as_it_started_leaves_no_init() -> None:
     # Each was waited for on leaving; none may linger as a process of that pid and program.
     for pid in inits:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            assert "aminator_ng.sandbox" not in Path(f"/proc/{pid}/cmdline").read_text()
+            assert "aminator_ng.host.sandbox" not in Path(f"/proc/{pid}/cmdline").read_text()

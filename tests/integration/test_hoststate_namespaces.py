@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.namespace import bake_namespace
+from aminator_ng.host.namespace import bake_namespace
 from tests.hoststate import (
     held_under,
     mount_point,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aminator_hygiene.plugin import KEYGEN_UNIT, SNAKEOIL_UNIT
-from aminator_ng.host import host_traces
+from aminator_ng.pipeline.host_seam import host_traces
 from tests.integration.conftest import (
     BASE_NAME,
     Workspace,

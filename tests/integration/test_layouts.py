@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from aminator_ng.blockdev import find_root_filesystem, loop_device, partition_nodes
-from aminator_ng.diskimage import MIB, build_disk_image, root_partition_type
 from aminator_ng.errors import CommandError
-from aminator_ng.mount import mounted
+from aminator_ng.host.blockdev import find_root_filesystem, loop_device, partition_nodes
+from aminator_ng.host.diskimage import MIB, build_disk_image, root_partition_type
+from aminator_ng.host.mount import mounted
 from tests.hoststate import loop_devices, mount_targets, release_everything_under
 from tests.integration.conftest import Workspace, dpkg_status, mounted_image
 

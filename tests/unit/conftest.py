@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.cli import main
+from aminator_ng.commands.cli import main
 from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.unit.cli_runs import Aminate, Outcome, Workspace
 

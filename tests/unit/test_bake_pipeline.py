@@ -20,16 +20,9 @@ from typing import Any
 
 import pytest
 
-from aminator_ng import steps as steps_module
-from aminator_ng.bake import BAKE_PIPELINE, Bake, SecretFoundError
-from aminator_ng.chroot import Chroot
-from aminator_ng.cloud import CloudBackend, Leftover
-from aminator_ng.config import BakeRequest, EngineSettings
-from aminator_ng.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, InjectedFault, Interrupted
-from aminator_ng.hookspecs import hookimpl
-from aminator_ng.host import MountedRoot
-from aminator_ng.imagescan import HostTraces
-from aminator_ng.model import (
+from aminator_ng.contract.cloud import CloudBackend, Leftover
+from aminator_ng.contract.hookspecs import hookimpl
+from aminator_ng.contract.model import (
     Distro,
     HygieneOutcome,
     Image,
@@ -41,10 +34,18 @@ from aminator_ng.model import (
     Snapshot,
     Volume,
 )
-from aminator_ng.plugin_manager import load_plugins
-from aminator_ng.provisioner import Provisioner
-from aminator_ng.recovery import bake_records
-from aminator_ng.signals import interrupts_raised
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.contract.provisioner import Provisioner
+from aminator_ng.contract.request import BakeRequest
+from aminator_ng.contract.settings import EngineSettings
+from aminator_ng.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, InjectedFault, Interrupted
+from aminator_ng.host.chroot import Chroot
+from aminator_ng.host.signals import interrupts_raised
+from aminator_ng.pipeline import steps as steps_module
+from aminator_ng.pipeline.bake import BAKE_PIPELINE, Bake, SecretFoundError
+from aminator_ng.pipeline.host_seam import MountedRoot
+from aminator_ng.pipeline.recovery import bake_records
+from aminator_ng.pipeline.secret_scan import HostTraces
 
 SIGNALS = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM, "SIGHUP": EXIT_SIGHUP}
 

@@ -11,10 +11,10 @@ import pytest
 
 from aminator_debian import bootstrap as debian_bootstrap
 from aminator_debian.bootstrap import DebianBaseCreator, DebianBaseOptions
-from aminator_ng import cli, setting_options
 from aminator_ng.api import BaseCreator, BootstrappedRoot, declared, hookimpl
+from aminator_ng.commands import cli, setting_options
+from aminator_ng.contract.plugins import load_plugins
 from aminator_ng.errors import ConfigError
-from aminator_ng.plugin_manager import load_plugins
 from tests.unit.cli_runs import Aminate, assert_request_error
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.chroot import Chroot, UnsafePathError, replaced_file, resolve_in_root
 from aminator_ng.errors import BakeError
+from aminator_ng.host.chroot import Chroot, UnsafePathError, replaced_file, resolve_in_root
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 
 from aminator_local.store import Store
 from aminator_ng import __version__
-from aminator_ng import run as run_module
-from aminator_ng.model import ManifestEntry
-from aminator_ng.plugin_manager import load_plugins
+from aminator_ng.contract.model import ManifestEntry
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.host import run as run_module
 from tests.unit.cli_runs import Aminate, Workspace, assert_request_error
 
 
@@ -284,7 +284,7 @@ def test_missing_tool_names_it_and_its_package(
 def test_a_reader_that_goes_away_is_not_an_internal_error(workspace: Workspace) -> None:
     # `aminate plugins | head -1`: the pipe closes before aminate has written everything.
     script = (
-        "import sys; from aminator_ng.cli import main; "
+        "import sys; from aminator_ng.commands.cli import main; "
         "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1, closefd=False); main(['plugins'])"
     )
     read_end, write_end = os.pipe()

@@ -21,25 +21,24 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from aminator_ng import cli, setting_options
-from aminator_ng import config as config_module
-from aminator_ng.bake import Bake, BakeResult
-from aminator_ng.config import (
-    BAKE_SETTINGS,
+from aminator_ng.commands import cli, setting_options
+from aminator_ng.commands import config as config_module
+from aminator_ng.commands.config import (
     ENVIRONMENT_SETTINGS,
     GLOBAL_SETTINGS,
-    Declarations,
     EffectiveConfig,
-    EngineSettings,
     Flags,
-    Setting,
     engine_settings,
     read_config_files,
     resolve,
 )
+from aminator_ng.contract import settings as settings_module
+from aminator_ng.contract.hookspecs import hookimpl
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.contract.request import BAKE_SETTINGS
+from aminator_ng.contract.settings import Declarations, EngineSettings, Setting
 from aminator_ng.errors import ConfigError
-from aminator_ng.hookspecs import hookimpl
-from aminator_ng.plugin_manager import load_plugins
+from aminator_ng.pipeline.bake import Bake, BakeResult
 from tests.unit.cli_runs import Aminate, Outcome, assert_request_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -932,7 +931,7 @@ def test_a_table_for_a_plugin_that_is_not_loaded_is_warned_about_and_ignored(
 ) -> None:
     layers.write(layers.system, text)
     # resolve first: aminate replaces the root logger's handlers, caplog's among them.
-    with caplog.at_level(logging.WARNING, logger="aminator_ng.config"):
+    with caplog.at_level(logging.WARNING, logger="aminator_ng.commands.config"):
         config = effective(layers, declarations)
     assert "plugins.gce" not in config.values
     assert "no plugin gce is loaded" in caplog.text
@@ -1270,9 +1269,9 @@ def test_a_config_error_with_json_output_is_a_failure_object(
 class CopySettings:
     """A third-party plugin's settings, declared as a dataclass."""
 
-    retries: int = config_module.declared(int, 3, "how often to retry", minimum=0, flag=True)
-    regions: tuple[str, ...] = config_module.declared(list, [], "where to copy the image")
-    target: Path = config_module.declared(Path, "/srv/copies", "where copies go")
+    retries: int = settings_module.declared(int, 3, "how often to retry", minimum=0, flag=True)
+    regions: tuple[str, ...] = settings_module.declared(list, [], "where to copy the image")
+    target: Path = settings_module.declared(Path, "/srv/copies", "where copies go")
 
 
 class PluginWithTypedSettings:
@@ -1292,7 +1291,7 @@ def test_a_plugin_gets_its_typed_settings_under_the_name_it_was_loaded_as(
         layers.system,
         f'[plugins.{registered_as}]\nretries = 5\nregions = ["eu-west-1"]\n',
     )
-    variable = config_module.variable_name(registered_as, "target")
+    variable = settings_module.variable_name(registered_as, "target")
     config = effective(layers, declarations, **{variable: "/srv/elsewhere"})
     own = engine_settings(config, declarations=declarations).of(CopySettings)
     assert own == CopySettings(5, ("eu-west-1",), Path("/srv/elsewhere"))
@@ -1364,18 +1363,18 @@ def test_a_dataclass_field_declared_as_a_setting_gives_its_flags_and_key(
     @dataclass(frozen=True)
     class Request:
         packages: tuple[str, ...]
-        retries: int = config_module.declared(
+        retries: int = settings_module.declared(
             int,
             3,
             "How often to retry.",
             minimum=1,
-            flags=(config_module.Flag(("-r", "--retries")),),
+            flags=(settings_module.Flag(("-r", "--retries")),),
         )
-        targets: tuple[Path, ...] = config_module.declared(
+        targets: tuple[Path, ...] = settings_module.declared(
             list, (), "Where to copy.", key="target", item=Path, flag=True
         )
 
-    retries, targets = config_module.settings_of(Request)
+    retries, targets = settings_module.settings_of(Request)
     assert (retries.name, retries.attribute, retries.default, retries.minimum) == (
         "retries",
         "retries",
@@ -1455,5 +1454,5 @@ def test_every_engine_and_builtin_setting_is_documented(declarations: Declaratio
     assert undocumented == set()
     for plugin, settings in declarations.plugins.items():
         for setting in settings:
-            variable = config_module.variable_name(plugin, setting.name)
+            variable = settings_module.variable_name(plugin, setting.name)
             assert variable in text, f"{variable} is not in docs/configuration.md"

@@ -9,8 +9,8 @@ import pytest
 
 from aminator_debian.plugin import aminator_read_package_file
 from aminator_debian.version import package_info, split_version
+from aminator_ng.contract.model import PackageInfo
 from aminator_ng.errors import RequestError
-from aminator_ng.model import PackageInfo
 
 
 @pytest.mark.parametrize(

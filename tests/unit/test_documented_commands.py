@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import cli, setting_options
-from aminator_ng.config import (
-    BAKE_SETTINGS,
-    ENVIRONMENT_SETTINGS,
-    GLOBAL_SETTINGS,
-    variable_name,
-)
-from aminator_ng.plugin_manager import load_plugins
+from aminator_ng.commands import cli, setting_options
+from aminator_ng.commands.config import ENVIRONMENT_SETTINGS, GLOBAL_SETTINGS
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.contract.request import BAKE_SETTINGS
+from aminator_ng.contract.settings import variable_name
 from tests.unit.cli_runs import Aminate
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import host as host_module
-from aminator_ng.chroot import Chroot
-from aminator_ng.host import LinuxHost, host_traces
+from aminator_ng.host.chroot import Chroot
+from aminator_ng.pipeline import host_seam as host_module
+from aminator_ng.pipeline.host_seam import LinuxHost, host_traces
 
 HOST_RESOLV_CONF = b"nameserver 198.51.100.53\nsearch corp.example\n"
 

@@ -15,9 +15,9 @@ from aminator_hygiene.plugin import (
     HygieneSettings,
     aminator_clean_image,
 )
-from aminator_ng.chroot import Chroot
-from aminator_ng.config import EngineSettings
-from aminator_ng.model import Distro, HygieneOutcome
+from aminator_ng.contract.model import Distro, HygieneOutcome
+from aminator_ng.contract.settings import EngineSettings
+from aminator_ng.host.chroot import Chroot
 
 DISTRO = Distro("debian", "debian", "12", "Debian GNU/Linux 12 (bookworm)", "deb")
 KEY_FILES = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key")

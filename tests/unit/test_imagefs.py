@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from aminator_debian.apt import lists_cleaned
-from aminator_ng import imagefs
-from aminator_ng.chroot import Chroot, created_directories, replaced_file
-from aminator_ng.imagefs import ImagePathError
-from aminator_ng.model import PackageInfo, PackageRequest
-from aminator_ng.provisioner import STAGING_DIR, staged_package_files
+from aminator_ng.contract.model import PackageInfo, PackageRequest
+from aminator_ng.contract.provisioner import STAGING_DIR, staged_package_files
+from aminator_ng.host import imagefs
+from aminator_ng.host.chroot import Chroot, created_directories, replaced_file
+from aminator_ng.host.imagefs import ImagePathError
 
 
 @pytest.fixture

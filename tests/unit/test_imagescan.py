@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.imagescan import (
+from aminator_ng.contract.model import ShippedFile
+from aminator_ng.pipeline.secret_scan import (
     SECRET_KINDS,
     FoundInFile,
     HostTraces,
@@ -17,7 +18,6 @@ from aminator_ng.imagescan import (
     judge,
     scan_changed_files,
 )
-from aminator_ng.model import ShippedFile
 
 # Put together here so that no file of the project holds a whole credential.
 AWS_KEY_ID = "AKIA" + "QWERTYUIOPASDFGH"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aminator_ng.errors import RequestError
-from aminator_ng.naming import MAX_IMAGE_NAME, sanitize_image_name
+from aminator_ng.pipeline.naming import MAX_IMAGE_NAME, sanitize_image_name
 
 
 def test_allowed_characters_are_kept() -> None:

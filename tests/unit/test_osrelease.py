@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng.osrelease import parse_os_release, read_os_release
+from aminator_ng.host.osrelease import parse_os_release, read_os_release
 
 DEBIAN_12 = """\
 # This file is part of the base image.

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from aminator_ng import pkgcache
-from aminator_ng.model import PackageCacheLayout, PackageInfo, PackageRequest
-from aminator_ng.pkgcache import BakeIdentity, CacheEntry, PackageCache, key_digest
-from aminator_ng.provisioner import Provisioner
+from aminator_ng.contract.model import PackageCacheLayout, PackageInfo, PackageRequest
+from aminator_ng.contract.provisioner import Provisioner
+from aminator_ng.pipeline import package_cache as pkgcache
+from aminator_ng.pipeline.package_cache import BakeIdentity, CacheEntry, PackageCache, key_digest
 
 LAYOUT = PackageCacheLayout({"sources": "abc", "architectures": "amd64"}, "/lists", "/dl", "arc")
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from aminator_ng.config import EngineSettings
+from aminator_ng.contract.hookspecs import hookimpl
+from aminator_ng.contract.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.contract.settings import EngineSettings
 from aminator_ng.errors import ConfigError
-from aminator_ng.hookspecs import hookimpl
-from aminator_ng.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
-from aminator_ng.plugin_manager import load_plugins
 
 BUILTINS = {"local", "debian", "tagging"}
 

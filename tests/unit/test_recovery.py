@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from aminator_ng.bakerecords import BakeRecord, BakeRecords
-from aminator_ng.cloud import CloudBackend, Leftover
-from aminator_ng.config import EngineSettings
+from aminator_ng.contract.cloud import CloudBackend, Leftover
+from aminator_ng.contract.settings import EngineSettings
 from aminator_ng.errors import ConflictError
-from aminator_ng.recovery import bake_records, clean_up
+from aminator_ng.pipeline.bake_records import BakeRecord, BakeRecords
+from aminator_ng.pipeline.recovery import bake_records, clean_up
 
 HOLDER = """
 import sys
 from pathlib import Path
-from aminator_ng.bakerecords import BakeRecord, BakeRecords
+from aminator_ng.pipeline.bake_records import BakeRecord, BakeRecords
 records = BakeRecords(Path(sys.argv[1]))
 with records.recorded(BakeRecord.of_this_process(sys.argv[2], "fake", None)) as held:
     if sys.argv[3] == "preserve":

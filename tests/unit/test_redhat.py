@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import aminator_ng.run
+import aminator_ng.host.run
 from aminator_ng.api import (
     BakeError,
     Chroot,
@@ -551,12 +551,12 @@ def test_a_real_rpm_is_read_without_touching_home(
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    real_environment = aminator_ng.run.command_environment
+    real_environment = aminator_ng.host.run.command_environment
 
     def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**real_environment(extra), "HOME": str(home)}
 
-    monkeypatch.setattr(aminator_ng.run, "command_environment", environment)
+    monkeypatch.setattr(aminator_ng.host.run, "command_environment", environment)
 
     info = aminator_read_package_file(path=rpm)
     assert info == PackageInfo(name="hello", version="1.0", release="2", arch="noarch", epoch="")

@@ -16,18 +16,18 @@ import pytest
 
 from aminator_debian.apt import AptProvisioner
 from aminator_debian.repository import SOURCES_FILE, SourceLine, update_failure, written_sources
-from aminator_ng.bake import read_package_requests
-from aminator_ng.chroot import Chroot, created_directories
-from aminator_ng.errors import CleanupError, CommandError, NotFoundError, RequestError
-from aminator_ng.model import (
+from aminator_ng.contract.model import (
     ManifestEntry,
     PackageInfo,
     PackageRequest,
     Repository,
 )
-from aminator_ng.plugin_manager import Hooks
-from aminator_ng.provisioner import Provisioner
-from aminator_ng.repositories import parse_repositories, read_repositories
+from aminator_ng.contract.plugins import Hooks
+from aminator_ng.contract.provisioner import Provisioner
+from aminator_ng.errors import CleanupError, CommandError, NotFoundError, RequestError
+from aminator_ng.host.chroot import Chroot, created_directories
+from aminator_ng.pipeline.bake import read_package_requests
+from aminator_ng.pipeline.repositories import parse_repositories, read_repositories
 from aminator_redhat.dnf import DnfProvisioner
 
 ARMORED_KEY = (

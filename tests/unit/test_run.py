@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from aminator_ng import run as run_module
+from aminator_ng.contract.plugins import load_plugins
 from aminator_ng.errors import BakeTimeoutError, CommandError, HostError
-from aminator_ng.plugin_manager import load_plugins
-from aminator_ng.run import SEARCH_PATH, commands_bounded, find_tool, mask_credentials, run
+from aminator_ng.host import run as run_module
+from aminator_ng.host.run import SEARCH_PATH, commands_bounded, find_tool, mask_credentials, run
 
 PROXY = "http://proxyuser:s3cret-pw@proxy.example.org:3128"
 

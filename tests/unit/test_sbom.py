@@ -13,11 +13,11 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from aminator_ng import sbom_document as sbom_module
+from aminator_ng.contract.model import Image, SbomPackage
 from aminator_ng.errors import BakeError
-from aminator_ng.model import Image, SbomPackage
-from aminator_ng.sbom import Sbom
-from aminator_ng.sbom_document import build_sbom
+from aminator_ng.pipeline import sbom_document as sbom_module
+from aminator_ng.pipeline.sbom import Sbom
+from aminator_ng.pipeline.sbom_document import build_sbom
 
 CREATED = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 BASE = Image(

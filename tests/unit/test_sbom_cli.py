@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from aminator_local.store import Store
-from aminator_ng.cli import main
-from aminator_ng.model import Image, ManifestEntry, SbomPackage
-from aminator_ng.sbom_document import build_sbom
+from aminator_ng.commands.cli import main
+from aminator_ng.contract.model import Image, ManifestEntry, SbomPackage
+from aminator_ng.pipeline.sbom_document import build_sbom
 
 PACKAGES = (
     SbomPackage("hello", "1.0-1", "all", "pkg:deb/debian/hello@1.0-1?arch=all", ("GPL-2+",)),

@@ -14,7 +14,7 @@ from aminator_local import integrity
 from aminator_local.backend import LocalCloud
 from aminator_local.store import Store
 from aminator_ng.api import CloudError, EngineSettings, Image, ImageSpec, NotFoundError, Snapshot
-from aminator_ng.model import ManifestEntry
+from aminator_ng.contract.model import ManifestEntry
 
 SBOM = b'{\n  "bomFormat": "CycloneDX",\n  "specVersion": "1.6",\n  "components": []\n}\n'
 DIGEST_TAGS = {"sbom_components": "0", "sbom_sha256": hashlib.sha256(SBOM).hexdigest()}

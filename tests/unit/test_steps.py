@@ -7,7 +7,7 @@ from types import TracebackType
 import pytest
 
 from aminator_ng.errors import BakeError, InjectedFault, NotFoundError
-from aminator_ng.steps import FAULT_VARIABLE, Steps
+from aminator_ng.pipeline.steps import FAULT_VARIABLE, Steps
 
 
 class Recorder:

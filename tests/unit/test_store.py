@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from aminator_local.store import Store
+from aminator_ng.contract.model import ManifestEntry
 from aminator_ng.errors import ConflictError, NotFoundError
-from aminator_ng.model import ManifestEntry
 
 MANIFEST = [
     ManifestEntry("hello", "1.0-1", "all", "hello", "1.0-1"),

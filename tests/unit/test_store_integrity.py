@@ -18,8 +18,8 @@ from aminator_local.store import (
     Store,
     StoreDamagedError,
 )
+from aminator_ng.contract.model import ManifestEntry
 from aminator_ng.errors import HostError
-from aminator_ng.model import ManifestEntry
 
 MANIFEST = [ManifestEntry("hello", "1.0-1", "all", "hello", "1.0-1")]
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aminator_ng.config import BakeRequest, EngineSettings
+from aminator_ng.contract.hookspecs import hookimpl
+from aminator_ng.contract.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
+from aminator_ng.contract.plugins import load_plugins
+from aminator_ng.contract.request import BakeRequest
+from aminator_ng.contract.settings import EngineSettings
 from aminator_ng.errors import ConfigError
-from aminator_ng.hookspecs import hookimpl
-from aminator_ng.model import BakeFacts, Distro, Image, ManifestEntry, PackageInfo
-from aminator_ng.plugin_manager import load_plugins
 from aminator_tagging.plugin import (
     DEFAULT_TEMPLATE,
     aminator_check_name_template,

@@ -1,0 +1,1 @@
+"""The ``aminate`` command line: dispatch, commands, configuration files and output."""
