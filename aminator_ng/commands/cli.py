@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from aminator_ng import __version__
 from aminator_ng.commands.base_create import create_base
 from aminator_ng.commands.config import (
+    GLOBAL_SETTINGS,
     EffectiveConfig,
     Flags,
     engine_settings,
@@ -90,20 +91,16 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def global_options(command: F) -> F:
     """The options every command accepts, before or after its name, with the same effect."""
     decorators = [
-        click.option(
-            "--cloud",
-            metavar="NAME",
-            expose_value=False,
-            callback=_remember,
-            help="Cloud backend (default: local, or AMINATOR_CLOUD).",
-        ),
-        click.option(
-            "-e",
-            "--environment",
-            metavar="NAME",
-            expose_value=False,
-            callback=_remember,
-            help="Use the named environment of the config files.",
+        *(
+            click.option(
+                *flag.names,
+                metavar=flag.metavar,
+                expose_value=False,
+                callback=_remember,
+                help=setting.help,
+            )
+            for setting in GLOBAL_SETTINGS
+            for flag in setting.command_line
         ),
         click.option(
             "--config",

@@ -25,6 +25,7 @@ from aminator_ng.contract.settings import (
     DEFAULT_LOG_DIR,
     Declarations,
     EngineSettings,
+    Flag,
     Setting,
     made_from,
     normalise_key,
@@ -40,15 +41,27 @@ TOP_LEVEL_TABLES = ("global", "bake", "environments", "plugins")
 
 #: The ``[global]`` table: the global options, and where the engine keeps its files.
 GLOBAL_SETTINGS = (
-    Setting("cloud", str, DEFAULT_CLOUD, "the cloud backend (--cloud)"),
-    Setting("environment", str, None, "the environment to use when -e is not given"),
-    Setting("home", Path, DEFAULT_HOME, "the local store, work directories and mount points"),
-    Setting("log_dir", Path, DEFAULT_LOG_DIR, "where each bake writes <bake_id>.log"),
+    Setting(
+        "cloud",
+        str,
+        DEFAULT_CLOUD,
+        "The cloud backend: local or ec2 (built in), or a plugin's.",
+        flags=(Flag(("--cloud",), metavar="NAME"),),
+    ),
+    Setting(
+        "environment",
+        str,
+        None,
+        "The environment of the config files to use.",
+        flags=(Flag(("-e", "--environment"), metavar="NAME"),),
+    ),
+    Setting("home", Path, DEFAULT_HOME, "The local store, work directories and mount points."),
+    Setting("log_dir", Path, DEFAULT_LOG_DIR, "Where each bake writes <bake_id>.log."),
     Setting(
         "cache_dir",
         Path,
         None,
-        "the package cache bakes share (default: the cache directory under home)",
+        "The package cache bakes share (default: the cache directory under home).",
     ),
 )
 #: What an ``[environments.NAME]`` table chooses, besides its own bake and plugins tables.

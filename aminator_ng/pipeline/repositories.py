@@ -55,9 +55,10 @@ def _holds_files(directory: Path) -> bool:
 def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repository, ...]:
     """Check every ``--repo`` directory and ``--repo-key`` before anything is acquired.
 
-    An existing directory is a directory repository. A spec with a space or ``://`` in it is
-    left to the bake's provisioner (``parse_repositories``); any other names a directory that
-    is not there.
+    An existing directory is a directory repository. Any other spec that starts with ``/`` or
+    ``.``, or holds neither a colon nor a space, names a directory that is not there; the rest
+    (source lines, URLs, a plugin's own syntax) are left to the bake's provisioner
+    (``parse_repositories``).
     """
     for key in keys:
         read_repository_key(key)
@@ -71,10 +72,10 @@ def read_repositories(specs: Sequence[str], keys: Sequence[Path]) -> tuple[Repos
             repositories.append(Repository(spec, directory=directory.resolve()))
         elif not text:
             raise RequestError("bad --repo '': it is empty", hint=REPOSITORY_HINT)
-        elif "://" in text or any(c.isspace() for c in text):
-            repositories.append(Repository(spec))
-        else:
+        elif text.startswith(("/", ".")) or not (":" in text or any(c.isspace() for c in text)):
             raise NotFoundError(f"repository directory not found: {spec}", hint=REPOSITORY_HINT)
+        else:
+            repositories.append(Repository(spec))
     return tuple(repositories)
 
 

@@ -90,7 +90,8 @@ class HygieneSettings:
     keep_package_history: bool = declared(
         bool,
         False,
-        "with logs: keep the package manager's own history (apt's history.log, dpkg.log)",
+        "with logs: keep the package manager's own history (apt's history.log and dpkg.log, "
+        "dnf's dnf.rpm.log)",
     )
     tmp: bool = declared(bool, True, "remove what the bake added to /tmp and /var/tmp")
 

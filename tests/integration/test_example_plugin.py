@@ -246,13 +246,72 @@ def test_without_the_plugin_no_distro_plugin_recognises_acme_linux(
     assert [i for i in workspace.baked_images() if i["name"] != acme_base] == []
 
 
-def test_package_names_are_refused(
+def test_package_names_need_a_pool(
     workspace: Workspace, acme_base: str, with_acme: dict[str, str]
 ) -> None:
     result = workspace.aminate("-b", acme_base, "--output", "json", "acme-hello", env=with_acme)
-    assert_one_error_line(result, 2, "package files only", "acme-hello")
+    assert_one_error_line(result, 2, "package files, or names from a pool", "acme-hello")
     assert result.json()["error"]["step"] == "install"
     assert [i for i in workspace.baked_images() if i["name"] != acme_base] == []
+
+
+def test_names_are_installed_from_a_pool_the_plugin_reads(
+    workspace: Workspace, acme_base: str, with_acme: dict[str, str], tmp_path: Path
+) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for version in ("1.0", "2.0"):
+        build_acme_package(
+            pool, "acme-hello", {"usr/share/acme-hello/v": version.encode()}, version=version
+        )
+    build_acme_package(pool, "acme-tools", {"usr/share/acme-tools/x": b"x"})
+    baked = workspace.aminate(
+        "-b", acme_base, "--output", "json", "--repo", str(pool), "acme-hello=2.0-1", "acme-tools",
+        env=with_acme,
+    )  # fmt: skip
+    assert baked.returncode == 0, baked.stderr
+    result = baked.json()
+    assert [(p["name"], p["version"]) for p in result["packages"]] == [
+        ("acme-hello", "2.0"),
+        ("acme-tools", "1.0"),
+    ]
+    raw = workspace.scratch / "pooled.raw"
+    assert workspace.aminate("export", result["image_id"], str(raw)).returncode == 0
+    with mounted_image(raw, workspace.scratch / "mnt") as root:
+        assert (root / "usr/share/acme-hello/v").read_text() == "2.0"
+        assert (root / "var/lib/acme/installed").read_text() == (
+            "acme-hello 2.0 1 noarch\nacme-tools 1.0 1 noarch\n"
+        )
+
+    two = workspace.aminate("-b", acme_base, "--repo", str(pool), "acme-hello", env=with_acme)
+    assert_one_error_line(two, 2, "acme-hello", "more than once")
+    workspace.assert_nothing_left()
+
+
+@pytest.mark.parametrize(
+    ("repo", "step", "words"),
+    [
+        ("deb http://deb.example/ stable main", "detect_distro", "not an Acme repository"),
+        ("acme-pool:srv/acme", "detect_distro", "an absolute path"),
+        ("acme-pool:/srv/missing", "chroot_setup", "the image has no pool /srv/missing"),
+        ("acme-pool:/srv/acme", "install", "in no Acme pool (/srv/acme)"),
+    ],
+)
+def test_a_pool_spec_the_plugin_cannot_use_is_refused_naming_it(
+    workspace: Workspace,
+    acme_base: str,
+    with_acme: dict[str, str],
+    repo: str,
+    step: str,
+    words: str,
+) -> None:
+    result = workspace.aminate(
+        "-b", acme_base, "--output", "json", "--repo", repo, "acme-hello", env=with_acme
+    )
+    assert_one_error_line(result, 2, words)
+    assert result.json()["error"]["step"] == step
+    assert [i for i in workspace.baked_images() if i["name"] != acme_base] == []
+    workspace.assert_nothing_left()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "no metadata"])

@@ -13,9 +13,14 @@ import pytest
 
 from aminator_ng.commands import cli, setting_options
 from aminator_ng.commands.config import ENVIRONMENT_SETTINGS, GLOBAL_SETTINGS
+from aminator_ng.commands.settings_reference import (
+    BLOCK,
+    builtin_plugin_settings,
+    reference_tables,
+    with_reference,
+)
 from aminator_ng.contract.plugins import load_plugins
 from aminator_ng.contract.request import BAKE_SETTINGS
-from aminator_ng.contract.settings import variable_name
 from tests.unit.cli_runs import Aminate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,35 +143,11 @@ def test_every_documented_setting_is_declared() -> None:
     assert unknown == []
 
 
-TYPE_WORDS = {
-    str: "string",
-    bool: "bool",
-    int: "integer",
-    float: "number",
-    Path: "path",
-    list: "list",
-    dict: "table of strings",
-}
-
-
-def test_the_settings_tables_give_each_settings_type_variable_and_flags() -> None:
-    declared = {("global", s.name): ((), s) for s in GLOBAL_SETTINGS}
-    declared |= {("bake", s.name): (("bake",), s) for s in BAKE_SETTINGS}
-    plugins = load_plugins(environ={}).setting_declarations().plugins
-    declared |= {(p, s.name): ((p,), s) for p, settings in plugins.items() for s in settings}
-    checked = 0
-    for table, key, row in documented_rows((REPO / "docs" / "configuration.md").read_text()):
-        if (table, key) not in declared:
-            continue
-        prefix, setting = declared[table, key]
-        where = f"docs/configuration.md [{table}] {key}"
-        assert row["type"].startswith(TYPE_WORDS[setting.type]), where
-        assert row["variable"] == f"`{variable_name(*prefix, setting.name)}`", where
-        if table != "global":  # the global options are the command's own, not settings' flags
-            names = [name for flag in setting.command_line for name in flag.names]
-            if setting.type is bool and setting.negatable and names:
-                names.append(f"--no-{names[-1][2:]}")
-            assert all(f"`{name}" in row["flag"] or f"/{name}" in row["flag"] for name in names)
-            assert bool(names) == bool(row["flag"]), where
-        checked += 1
-    assert checked == len(declared)
+def test_the_settings_reference_is_made_from_the_declarations() -> None:
+    path = REPO / "docs" / "configuration.md"
+    text = path.read_text()
+    tables = reference_tables(builtin_plugin_settings())
+    assert {m.group("table") for m in BLOCK.finditer(text)} == set(tables)
+    assert with_reference(text, tables) == text, (
+        f"run: python -m aminator_ng.commands.settings_reference {path.relative_to(REPO)}"
+    )

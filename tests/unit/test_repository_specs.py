@@ -235,6 +235,19 @@ def test_a_bad_repository_names_itself(spec: str, error: type[Exception], needle
         parse_repositories(AptProvisioner(), read_repositories([spec], []), [])
 
 
+@pytest.mark.parametrize("spec", ["debs", "./debs", "/srv/debs", "../x:y"])
+def test_a_spec_that_is_a_path_must_be_a_directory(spec: str, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="repository directory not found"):
+        read_repositories([str(tmp_path / spec) if spec.startswith("/") else spec], [])
+
+
+@pytest.mark.parametrize(
+    "spec", ["deb https://x.example.org/ stable main", "https://x.example.org/el9", "acme:/pool"]
+)
+def test_any_other_spec_is_left_to_the_provisioner(spec: str) -> None:
+    assert read_repositories([spec], []) == (Repository(spec),)
+
+
 def test_a_directory_without_packages_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RequestError, match="holds no package files"):

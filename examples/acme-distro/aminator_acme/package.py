@@ -9,6 +9,7 @@ path relative to the image root (``usr/share/hello/greeting``).
 
 from __future__ import annotations
 
+import io
 import re
 import tarfile
 from pathlib import Path
@@ -35,11 +36,11 @@ def is_acme_package(path: Path) -> bool:
     return path.name.endswith(SUFFIX)
 
 
-def damaged(path: Path, why: str) -> RequestError:
-    return RequestError(f"not a valid Acme package: {path}", hint=why)
+def damaged(where: str, why: str) -> RequestError:
+    return RequestError(f"not a valid Acme package: {where}", hint=why)
 
 
-def parse_meta(path: Path, text: str) -> PackageInfo:
+def parse_meta(where: str, text: str) -> PackageInfo:
     fields = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -47,15 +48,24 @@ def parse_meta(path: Path, text: str) -> PackageInfo:
             fields[key.strip()] = value.strip()
     for key, pattern in FIELDS.items():
         if not pattern.fullmatch(fields.get(key, "")):
-            raise damaged(path, f"{META}: {key} is missing or malformed")
+            raise damaged(where, f"{META}: {key} is missing or malformed")
     return PackageInfo(fields["name"], fields["version"], fields["release"], fields["arch"])
 
 
 def read_package_info(path: Path) -> PackageInfo:
-    """The package's identity from its .ACME-META. The whole archive is read through, so that a
-    damaged one is found now, before the bake acquires anything."""
+    """The identity of a package file on the host."""
     try:
-        with tarfile.open(path, "r:") as tar:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise damaged(str(path), f"cannot read it: {exc.strerror}") from exc
+    return package_info(data, str(path))
+
+
+def package_info(data: bytes, where: str) -> PackageInfo:
+    """The package's identity from its .ACME-META (``where`` names it in errors). The whole
+    archive is read through, so that a damaged one is found now, before it is installed."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             text = None
             for member in tar:
                 content = tar.extractfile(member) if member.isreg() else None
@@ -68,12 +78,10 @@ def read_package_info(path: Path) -> PackageInfo:
             # tarfile stops quietly at a truncated or garbled header after the first one; a
             # whole archive ends with two zero blocks right after its last member.
             end = tar.offset
-        with path.open("rb") as raw:
-            raw.seek(end)
-            if raw.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
-                raise damaged(path, "it is truncated")
-    except (OSError, tarfile.TarError, UnicodeDecodeError) as exc:
-        raise damaged(path, f"cannot read it as a tar archive: {exc}") from exc
+    except (tarfile.TarError, UnicodeDecodeError) as exc:
+        raise damaged(where, f"cannot read it as a tar archive: {exc}") from exc
+    if data[end : end + 2 * tarfile.BLOCKSIZE] != bytes(2 * tarfile.BLOCKSIZE):
+        raise damaged(where, "it is truncated")
     if text is None:
-        raise damaged(path, f"it has no {META} at its top")
-    return parse_meta(path, text)
+        raise damaged(where, f"it has no {META} at its top")
+    return parse_meta(where, text)

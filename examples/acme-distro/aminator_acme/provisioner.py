@@ -1,6 +1,10 @@
 """The acme-tar provisioner: unpacks .acme.tar packages into the image and keeps Acme's package
 database, /var/lib/acme/installed (one line per package: name version release arch).
 
+Packages given by name come from pools, directories of .acme.tar files: a ``--repo`` directory
+on the host (the engine mounts it into the image), or a pool the image holds already, written
+``acme-pool:/PATH`` (Acme's own repository syntax).
+
 Every file goes into the image through the ``Chroot`` methods, which resolve each path inside the
 image as they act: a symlink in the image (or one a package script made) never leads a write out
 of it.
@@ -9,12 +13,13 @@ of it.
 from __future__ import annotations
 
 import contextlib
+import io
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from aminator_acme.package import CONTROL_FILES, POSTINST, read_package_info
+from aminator_acme.package import CONTROL_FILES, POSTINST, SUFFIX, package_info, read_package_info
 from aminator_ng.api import (
     BakeError,
     Chroot,
@@ -23,6 +28,7 @@ from aminator_ng.api import (
     PackageInfo,
     PackageRequest,
     Provisioner,
+    Repository,
     RequestError,
     created_directories,
 )
@@ -31,6 +37,15 @@ DATABASE = "/var/lib/acme/installed"
 #: Where post-install scripts are put for their run, on the bake's own tmpfs /run.
 SCRIPTS_DIR = "/run/acme-scripts"
 UNSAFE_HINT = "an Acme package holds relative paths, directories, plain files and symlinks only"
+POOL_PREFIX = "acme-pool:"
+POOL_HINT = "write acme-pool:/PATH, a directory of .acme.tar files inside the image"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A directory of .acme.tar files inside the image."""
+
+    inside: PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -60,14 +75,14 @@ def _checked(info: PackageInfo, member: tarfile.TarInfo) -> PurePosixPath:
     return PurePosixPath("/", name)
 
 
-def payload(path: Path, info: PackageInfo) -> tuple[list[Member], bytes | None]:
+def payload(data: bytes, info: PackageInfo) -> tuple[list[Member], bytes | None]:
     """A package's payload members, checked, and its post-install script. Owners are dropped
     (root owns everything) and so are set-id and sticky bits; hard links, devices and FIFOs are
     refused."""
     members: list[Member] = []
     script = None
     try:
-        with tarfile.open(path, "r:") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
                 name = member.name.removeprefix("./")
                 if name in ("", "."):
@@ -150,22 +165,89 @@ def placed_script(chroot: Chroot, name: str, script: bytes) -> Iterator[str]:
         chroot.remove(inside)
 
 
+def pooled_file(chroot: Chroot, pools: Sequence[PurePosixPath], request: PackageRequest) -> str:
+    """Where the package a name (or ``NAME=VERSION-RELEASE``) asks for is in the pools: the one
+    file of that name, or of that version."""
+    # Names hold no "_", and neither do versions: the prefix is the name's (and version's).
+    pinned = request.pinned_version
+    wanted = f"{request.name}_{pinned}_" if pinned else f"{request.name}_"
+    found = sorted(
+        str(pool / entry)
+        for pool in pools
+        for entry in chroot.listdir(pool)
+        if entry.startswith(wanted) and entry.endswith(SUFFIX)
+    )
+    if not found:
+        where = ", ".join(map(str, pools)) or "no pool"
+        raise RequestError(
+            f"package {request.spec} is in no Acme pool ({where})",
+            hint="give the path of its .acme.tar file, or --repo a directory that holds it",
+        )
+    if len(found) > 1:
+        raise RequestError(
+            f"package {request.name} is in the pools more than once: {', '.join(found)}",
+            hint=f"pin one: {request.name}=VERSION-RELEASE",
+        )
+    return found[0]
+
+
 class AcmeProvisioner(Provisioner):
     name = "acme-tar"
 
     def __init__(self, *, motd: str | None = None) -> None:
         self.motd = motd
+        #: The pools of the bake's repositories, while they are added.
+        self.pools: list[PurePosixPath] = []
+
+    def parse_repository(self, spec: str, keys: Sequence[Path]) -> Repository:
+        """``acme-pool:/PATH``: a pool inside the image. Acme Linux signs nothing, so the
+        keys are not its."""
+        if not spec.startswith(POOL_PREFIX):
+            raise RequestError(f"not an Acme repository: --repo {spec}", hint=POOL_HINT)
+        inside = PurePosixPath(spec.removeprefix(POOL_PREFIX))
+        if not inside.is_absolute() or ".." in inside.parts:
+            raise RequestError(f"an Acme pool is an absolute path: --repo {spec}", hint=POOL_HINT)
+        return Repository(spec, parsed=Pool(inside))
+
+    @contextlib.contextmanager
+    def added_repositories(
+        self, chroot: Chroot, repositories: Sequence[Repository]
+    ) -> Iterator[None]:
+        """Acme's pools are only read: nothing is written into the image for them."""
+        pools = []
+        for repository in repositories:
+            if repository.mounted_at is not None:
+                pools.append(PurePosixPath(repository.mounted_at))
+            elif isinstance(repository.parsed, Pool):
+                pool = repository.parsed.inside
+                if not chroot.is_dir(pool):
+                    raise RequestError(
+                        f"the image has no pool {pool}: --repo {repository.spec}", hint=POOL_HINT
+                    )
+                pools.append(pool)
+        self.pools = pools
+        try:
+            yield
+        finally:
+            self.pools = []
 
     def install(self, chroot: Chroot, packages: Sequence[PackageRequest]) -> None:
         names = [request.spec for request in packages if request.path is None]
-        if names:
+        if names and not self.pools:
             raise RequestError(
-                f"Acme Linux installs package files only, not names: {', '.join(names)}",
-                hint="give the paths of .acme.tar files",
+                f"Acme Linux installs package files, or names from a pool: {', '.join(names)}",
+                hint=f"give the paths of .acme.tar files, or --repo a pool ({POOL_HINT})",
             )
         # Any other file a plugin claimed (a .deb, say) is refused here, before any change.
-        files = [(p.path, read_package_info(p.path)) for p in packages if p.path is not None]
-        unpacked = [(info, *payload(path, info)) for path, info in files]
+        unpacked = []
+        for request in packages:
+            if request.path is not None:
+                data, info = request.path.read_bytes(), read_package_info(request.path)
+            else:
+                inside = pooled_file(chroot, self.pools, request)
+                data = chroot.read_bytes(inside)
+                info = package_info(data, inside)
+            unpacked.append((info, *payload(data, info)))
         installed = read_database(chroot)
         for info, members, _ in unpacked:
             place(chroot, info, members)
