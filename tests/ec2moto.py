@@ -267,13 +267,15 @@ class MotoEc2:
         for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_RETRY_MODE"):
             monkeypatch.delenv(name, raising=False)
 
-    def backend(self, lock_dir: Path) -> Ec2Cloud:
-        """The EC2 backend of this process, looking for devices where ``udev`` makes them."""
+    def backend(self, lock_dir: Path, **settings: Any) -> Ec2Cloud:
+        """The EC2 backend of this process, looking for devices where ``udev`` makes them, with
+        other ``[plugins.ec2]`` settings given by name."""
         own = Ec2Settings(
             attach_timeout=1.0,
             device_root=self.udev.device_root,
             sysfs_root=self.udev.sysfs_root,
             lock_dir=lock_dir,
+            **settings,
         )
         settings = EngineSettings(typed={Ec2Settings: own})
         return Ec2Cloud(settings)

@@ -76,6 +76,7 @@ _MATCHERS: dict[str, tuple[Callable[[str, str], bool], bool]] = {
     "StringNotEquals": (lambda value, wanted: value == wanted, True),
     "StringLike": (lambda value, wanted: bool(_glob(wanted).fullmatch(value)), False),
     "StringNotLike": (lambda value, wanted: bool(_glob(wanted).fullmatch(value)), True),
+    "Bool": (lambda value, wanted: value.lower() == wanted.lower(), False),
 }
 
 
@@ -219,6 +220,38 @@ _DESCRIBED = {
 }
 
 
+#: What EC2 asks of KMS, in the caller's name, to make an encrypted volume (the EBS User Guide's
+#: "permissions for IAM users" of EBS encryption); ``kms:ViaService`` names EC2 in each.
+EBS_KMS_ACTIONS = (
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+)
+#: The key EC2 encrypts with when no KmsKeyId is given (the account's default may be another).
+DEFAULT_EBS_KEY = "alias/aws/ebs"
+
+
+def kms_key_arn(key: str) -> str:
+    """The ARN IAM judges a key by; an alias stands for the key it names."""
+    return key if key.startswith("arn:") else f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key}"
+
+
+def ebs_kms_authorizations(params: Mapping[str, Any]) -> list[Authorization]:
+    """The KMS authorizations an encrypted CreateVolume makes EC2 ask for."""
+    if not (params.get("Encrypted") or params.get("KmsKeyId")):
+        return []
+    key = kms_key_arn(str(params.get("KmsKeyId") or DEFAULT_EBS_KEY))
+    through_ec2 = {"kms:viaservice": (f"ec2.{REGION}.amazonaws.com",)}
+    grant = {**through_ec2, "kms:grantisforawsresource": ("true",)}
+    return [
+        Authorization(action, key, grant if action == "kms:CreateGrant" else through_ec2)
+        for action in EBS_KMS_ACTIONS
+    ]
+
+
 def arn(resource_id: str) -> str:
     for prefix, base in _ARN_OF_PREFIX.items():
         if resource_id.startswith(prefix):
@@ -319,6 +352,8 @@ class Evaluator:
                     if mapping.get("Ebs", {}).get("SnapshotId")
                 ]
             asked = [Authorization(action, arn(new), request), *map(on, sources)]
+            if call.action == "CreateVolume":
+                asked += ebs_kms_authorizations(params)
             if request_tags:
                 tagging = {**request, "ec2:createaction": (call.action,)}
                 asked.append(Authorization("ec2:CreateTags", arn(new), tagging))

@@ -39,6 +39,7 @@ from aminator_ec2.images import (
 from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS, Ec2Settings
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
+from aminator_ec2.volumes import RootVolume
 from aminator_ec2.waiting import poll_until
 from aminator_ng.api import (
     CloudBackend,
@@ -91,7 +92,7 @@ class Ec2Cloud(CloudBackend):
         self.filters = dict(own.base_filter)
         self.attach_timeout_s = own.attach_timeout
         self.snapshot_timeout_s = own.snapshot_timeout
-        self.volume_type = own.volume_type
+        self.ec2_settings = own
         self.retry_mode = own.retry_mode
         self.device_root = own.device_root
         self.sysfs_root = own.sysfs_root
@@ -155,23 +156,46 @@ class Ec2Cloud(CloudBackend):
         return base
 
     def _volume_state(self, volume_id: str) -> str:
-        volumes = call(self.ec2.describe_volumes, volume_id, VolumeIds=[volume_id])["Volumes"]
+        try:
+            volumes = call(self.ec2.describe_volumes, volume_id, VolumeIds=[volume_id])["Volumes"]
+        except CloudError as error:
+            if "InvalidVolume.NotFound" not in error.message:
+                raise
+            return "deleted"
         return str(volumes[0]["State"]) if volumes else "deleted"
 
     def _wait_volume(self, volume_id: str, state: str, timeout_s: float) -> None:
+        def reached() -> bool | None:
+            now = self._volume_state(volume_id)
+            if now == "error" or (now == "deleted" and state != "deleted"):
+                # A volume EC2 could not make (a KMS key it may not use, say) ends so.
+                raise CloudError(
+                    f"volume {volume_id} failed: it is {now}, not {state}",
+                    hint="for an encrypted volume, check that the KMS key exists and that its "
+                    "policy lets this bake host use it through EC2 (docs/ec2.md)",
+                )
+            return True if now == state else None
+
         poll_until(
-            lambda: True if self._volume_state(volume_id) == state else None,
+            reached,
             timeout_s=timeout_s,
             what=f"volume {volume_id} did not become {state}",
             first_delay_s=0.5,
         )
 
+    def root_volume(self, base: BaseImage) -> RootVolume:
+        """The working volume's type, performance and encryption: the settings', else the base
+        AMI's root's."""
+        return RootVolume.chosen(self.ec2_settings, base.root_ebs)
+
     def create_volume(self, base: Image, bake_id: str) -> Volume:
         ec2_base = self._base(base)
+        root = self.root_volume(ec2_base)
+        root.check()
         request: dict[str, Any] = {
             "AvailabilityZone": self.identity.availability_zone,
             "SnapshotId": ec2_base.root_snapshot_id,
-            "VolumeType": self.volume_type,
+            **root.create_parameters(),
             # The same token on a retried request returns the same volume, never a second one.
             "ClientToken": f"aminator-ng-{bake_id}-volume",
             "TagSpecifications": [
@@ -187,7 +211,7 @@ class Ec2Cloud(CloudBackend):
         try:
             self._wait_volume(volume_id, "available", self.attach_timeout_s)
         except BaseException:
-            self.delete_volume(volume)
+            self._release_volume(volume_id)
             raise
         return volume
 
@@ -370,6 +394,7 @@ class Ec2Cloud(CloudBackend):
             description=spec.description,
             tags=tags,
             volume_size_gib=snapshot.size_bytes // GIB or None,
+            root_performance=self.root_volume(base).performance(),
             uefi_data=self._uefi_data(base),
             overrides=self.overrides,
         )

@@ -164,12 +164,17 @@ class BaseImage:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def root_volume_size_gib(self) -> int | None:
+    def root_ebs(self) -> Mapping[str, Any]:
+        """The Ebs part of the root's mapping: its snapshot, size, type, IOPS, throughput."""
         for mapping in self.block_device_mappings:
             if mapping.get("DeviceName") == self.root_device_name:
-                size = mapping.get("Ebs", {}).get("VolumeSize")
-                return int(size) if size is not None else None
-        return None
+                return dict(mapping.get("Ebs", {}))
+        return {}
+
+    @property
+    def root_volume_size_gib(self) -> int | None:
+        size = self.root_ebs.get("VolumeSize")
+        return int(size) if size is not None else None
 
     @classmethod
     def from_description(cls, image: Mapping[str, Any]) -> BaseImage:

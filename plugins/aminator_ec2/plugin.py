@@ -6,14 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aminator_ng.api import CloudBackend, EngineSettings, declared, hookimpl
+from aminator_ng.api import BakeRequest, CloudBackend, EngineSettings, Flag, declared, hookimpl
 
 #: The backend's name (``--cloud ec2``).
 CLOUD_NAME = "ec2"
 #: Whose images a base name is looked up among, unless base_owner says otherwise.
 DEFAULT_OWNERS = ("self", "amazon")
 
-VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
+#: The EBS types a root volume may have: st1, sc1 and standard cannot boot an instance.
+VOLUME_TYPES = ("gp3", "gp2", "io1", "io2")
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,42 @@ class Ec2Settings:
         "seconds to wait for an attached volume's block device to appear",
         flag=True,
     )
-    volume_type: str = declared(
-        str, "gp3", "the working volume's EBS type", flag=True, choices=VOLUME_TYPES
+    volume_type: str | None = declared(
+        str,
+        None,
+        "the EBS type of the working volume, and so of the AMI's root volume (default: the "
+        "base AMI's root type, else gp3)",
+        flag=True,
+        choices=VOLUME_TYPES,
+    )
+    iops: int | None = declared(
+        int,
+        None,
+        "provisioned IOPS of a gp3 (3000-16000), io1 (100-64000) or io2 (100-256000) volume; "
+        "io1 and io2 need it",
+        flags=(Flag(("--iops",), metavar="N"),),
+    )
+    throughput: int | None = declared(
+        int,
+        None,
+        "throughput of a gp3 volume in MiB/s (125-1000)",
+        flags=(Flag(("--throughput",), metavar="MIB_S"),),
+    )
+    encrypt: bool = declared(
+        bool,
+        False,
+        "encrypt the working volume, and so the snapshot and the AMI, with the account's default "
+        "EBS key unless --kms-key-id names one (a volume from an encrypted base is encrypted "
+        "anyway)",
+        flag=True,
+        negatable=False,
+    )
+    kms_key_id: str | None = declared(
+        str,
+        None,
+        "the KMS key that encrypts the volume: a key id, key ARN, alias/NAME or alias ARN "
+        "(implies --encrypt)",
+        flags=(Flag(("--kms-key-id",), metavar="KEY"),),
     )
     snapshot_timeout: float = declared(float, 3600.0, "seconds to wait for the snapshot")
     retry_mode: str | None = declared(
@@ -98,3 +133,12 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
     from aminator_ec2.backend import Ec2Cloud
 
     return Ec2Cloud(settings)
+
+
+@hookimpl
+def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
+    if settings.cloud != CLOUD_NAME:
+        return
+    from aminator_ec2.volumes import check_volume_settings
+
+    check_volume_settings(settings.of(Ec2Settings))

@@ -49,9 +49,14 @@ def _mapping(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def block_device_mappings(
-    base: BaseImage, root_device_name: str, snapshot_id: str, volume_size_gib: int | None
+    base: BaseImage,
+    root_device_name: str,
+    snapshot_id: str,
+    volume_size_gib: int | None,
+    root_performance: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """The base's mappings with its root replaced by the new snapshot (kept in their order)."""
+    """The base's mappings with its root replaced by the new snapshot, of the working volume's
+    type, IOPS and throughput where ``root_performance`` gives them (kept in their order)."""
     mappings: list[dict[str, Any]] = []
     root_seen = False
     for mapping in base.block_device_mappings:
@@ -60,12 +65,19 @@ def block_device_mappings(
             root_seen = True
             copied["DeviceName"] = root_device_name
             ebs = copied.setdefault("Ebs", {})
-            ebs["SnapshotId"] = snapshot_id
+            if root_performance:
+                for key in ("VolumeType", "Iops", "Throughput"):
+                    ebs.pop(key, None)
+            ebs.update(root_performance, SnapshotId=snapshot_id)
             if volume_size_gib is not None:
                 ebs["VolumeSize"] = max(volume_size_gib, int(ebs.get("VolumeSize", 0)))
         mappings.append(copied)
     if not root_seen:
-        root: dict[str, Any] = {"SnapshotId": snapshot_id, "DeleteOnTermination": True}
+        root: dict[str, Any] = {
+            "SnapshotId": snapshot_id,
+            "DeleteOnTermination": True,
+            **root_performance,
+        }
         if volume_size_gib is not None:
             root["VolumeSize"] = volume_size_gib
         mappings.insert(0, {"DeviceName": root_device_name, "Ebs": root})
@@ -80,6 +92,7 @@ def register_image_request(
     description: str,
     tags: Mapping[str, str],
     volume_size_gib: int | None = None,
+    root_performance: Mapping[str, Any] | None = None,
     uefi_data: str | None = None,
     overrides: RegistrationOverrides | None = None,
 ) -> dict[str, Any]:
@@ -93,7 +106,7 @@ def register_image_request(
         "RootDeviceName": root_device_name,
         "VirtualizationType": base.virtualization_type,
         "BlockDeviceMappings": block_device_mappings(
-            base, root_device_name, snapshot_id, volume_size_gib
+            base, root_device_name, snapshot_id, volume_size_gib, root_performance or {}
         ),
         "EnaSupport": base.ena_support if chosen.ena_support is None else chosen.ena_support,
     }

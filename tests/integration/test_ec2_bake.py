@@ -15,11 +15,13 @@ import pytest
 
 from aminator_ng.pipeline.recovery import ENGINE_KINDS
 from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.iampolicy import EBS_KMS_ACTIONS
 from tests.integration import rpms
 from tests.integration.conftest import (
     BAKE_STEPS,
     Result,
     Workspace,
+    assert_one_error_line,
     dpkg_status,
     mounted_image,
     wait_for_postinst,
@@ -126,6 +128,8 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     # are for an SBOM bucket (sbom_bucket), which this bake has none of.
     failure_only = {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ssm:GetParameter"}
     failure_only |= {"ec2:CreateTags", "s3:PutObject", "s3:DeleteObject"}
+    # EC2 asks KMS itself, in the bake host's name, for an encrypted volume.
+    failure_only |= set(EBS_KMS_ACTIONS)
     assert policy_actions() - failure_only == moto.actions()
 
     listed = aminate(space, moto, "images", "--output", "json")
@@ -136,6 +140,28 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     shown = aminate(space, moto, "images", "show", baked["image_id"], "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert shown.json()["name"] == baked["name"]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (("--volume-type", "io1"), "--volume-type io1 needs --iops"),
+        (("--volume-type", "gp2", "--throughput", "250"), "--throughput is not for"),
+        (("--volume-type", "st1"), "'st1' is not one of"),
+    ],
+)
+def test_a_volume_ec2_would_refuse_is_refused_before_anything_is_created(
+    moto: MotoEc2,
+    space: Workspace,
+    base_ami: str,
+    debs: dict[str, Path],
+    options: tuple[str, ...],
+    words: str,
+) -> None:
+    result = aminate(space, moto, "-b", base_ami, *options, str(debs["hello"]))
+    assert_one_error_line(result, 2, words)
+    assert moto.requests("CreateVolume") == []
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
 
 
 def test_an_rpm_bake_through_ec2(

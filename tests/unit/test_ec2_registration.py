@@ -119,3 +119,16 @@ def test_a_base_without_a_root_mapping_gets_one_and_sizes_never_shrink() -> None
 
 def test_a_long_description_is_cut_to_what_ec2_accepts() -> None:
     assert len(request(base(), description="x" * 400)["Description"]) == 255
+
+
+def test_the_root_mapping_takes_the_working_volumes_type_and_drops_what_it_does_not_take() -> None:
+    io1_root = {
+        "DeviceName": "/dev/xvda",
+        "Ebs": {"SnapshotId": "snap-base", "VolumeSize": 8, "VolumeType": "io1", "Iops": 5000},
+    }
+    made = request(base(block_device_mappings=(io1_root,)), root_performance={"VolumeType": "gp2"})
+    assert made["BlockDeviceMappings"][0]["Ebs"] == {
+        "SnapshotId": "snap-new",
+        "VolumeSize": 8,
+        "VolumeType": "gp2",
+    }
