@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import stat
 import subprocess
 import threading
@@ -86,6 +87,9 @@ class Udev:
     mode: str = "nvme"
     #: A block device shown for a volume with no data behind it (a test that never reads it).
     stand_in: Path | None = None
+    #: Whether a volume's data is as large as the volume, as EBS shows it: the snapshot's data
+    #: extended (sparse) to the volume's size. Off, it is the snapshot's data as it is.
+    sized_volumes: bool = False
     #: Snapshot id -> the raw file that holds its data.
     data: dict[str, Path] = field(default_factory=dict)
     #: Volume id -> (loop device, the names made for it).
@@ -95,11 +99,14 @@ class Udev:
     def volume_file(self, volume_id: str) -> Path:
         return self.root / "volumes" / f"{volume_id}.raw"
 
-    def attach(self, volume_id: str, source_snapshot: str | None, point: str) -> None:
+    def attach(
+        self, volume_id: str, source_snapshot: str | None, point: str, size_gib: int = 0
+    ) -> None:
         if self.mode == "never":
             return
         if source_snapshot in self.data:
-            device = self._loop_device(volume_id, self.data[source_snapshot])
+            size = size_gib << 30 if self.sized_volumes else 0
+            device = self._loop_device(volume_id, self.data[source_snapshot], size)
         elif self.stand_in is not None:
             device = str(self.stand_in)
         else:
@@ -123,11 +130,13 @@ class Udev:
             made.append(node)
             self.attached[volume_id] = (device, made)
 
-    def _loop_device(self, volume_id: str, source: Path) -> str:
+    def _loop_device(self, volume_id: str, source: Path, size_bytes: int) -> str:
         data = self.volume_file(volume_id)
         if not data.exists():
             data.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "--sparse=always", str(source), str(data)], check=True)
+            if size_bytes > data.stat().st_size:
+                os.truncate(data, size_bytes)
         return subprocess.run(
             ["losetup", "--find", "--show", str(data)], check=True, capture_output=True, text=True
         ).stdout.strip()
@@ -323,10 +332,12 @@ class MotoEc2:
         name: str,
         raw: Path | None,
         extra_mappings: tuple[dict[str, Any], ...] = (),
+        size_gib: int = 8,
         **attributes: Any,
     ) -> str:
-        """A base AMI whose root snapshot holds the raw disk ``raw`` (None: no data)."""
-        volume = self.ec2.create_volume(AvailabilityZone=ZONE, Size=8)["VolumeId"]
+        """A base AMI whose root snapshot holds the raw disk ``raw`` (None: no data), of a root
+        volume of ``size_gib``."""
+        volume = self.ec2.create_volume(AvailabilityZone=ZONE, Size=size_gib)["VolumeId"]
         snapshot = self.ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
         self.ec2.delete_volume(VolumeId=volume)
         if raw is not None:
@@ -339,7 +350,7 @@ class MotoEc2:
             "BlockDeviceMappings": [
                 {
                     "DeviceName": "/dev/xvda",
-                    "Ebs": {"SnapshotId": snapshot, "VolumeSize": 8, "VolumeType": "gp3"},
+                    "Ebs": {"SnapshotId": snapshot, "VolumeSize": size_gib, "VolumeType": "gp3"},
                 },
                 *extra_mappings,
             ],
@@ -417,7 +428,7 @@ class MotoEc2:
 
         def attached(response: Any, result: Any) -> None:
             volume = response.ec2_backend.volumes[response._get_param("VolumeId")]
-            udev.attach(volume.id, volume.snapshot_id, response._get_param("Device"))
+            udev.attach(volume.id, volume.snapshot_id, response._get_param("Device"), volume.size)
 
         def detached(response: Any, result: Any) -> None:
             udev.detach(response._get_param("VolumeId"))

@@ -58,15 +58,19 @@ class CloudBackend(abc.ABC):
         Raises NotFoundError when there is none.
         """
 
-    def create_volume(self, base: Image, bake_id: str) -> Volume:
+    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
         """A writable volume made from the base's root snapshot, tagged with ``bake_id``; the
         bake deletes it with ``delete_volume`` (unless a preserved failure keeps it).
+        ``size_bytes`` (``--root-volume-size``, given only when asked, never smaller than the
+        base) makes it that large; the engine grows the root partition and filesystem into it.
 
         Backends implement this and ``delete_volume``. The default, for a backend that offers
         only the older ``volume`` context manager, enters that; such a volume cannot be kept,
-        as the interpreter may end the context at exit."""
+        as the interpreter may end the context at exit, nor grown."""
         if type(self).volume is CloudBackend.volume:
             raise NotImplementedError(f"{type(self).__name__} implements no create_volume")
+        if size_bytes is not None:
+            raise NotSupportedError(f"the {self.name} backend cannot make larger volumes")
         manager = self.volume(base, bake_id)
         volume = manager.__enter__()
         self.__dict__.setdefault("_volume_contexts", {})[volume.volume_id] = manager

@@ -97,6 +97,14 @@ class BakeRequest:
         flag=True,
         negatable=False,
     )
+    root_volume_size: int | None = declared(
+        int,
+        None,
+        "Make the image's root volume this many GiB, larger than the base's; its root "
+        "partition and filesystem (ext2/3/4 or XFS) grow to fill it (default: the base's size).",
+        minimum=1,
+        flags=(Flag(("--root-volume-size",), metavar="GIB"),),
+    )
     install_timeout: int = declared(
         int,
         3600,

@@ -44,6 +44,7 @@ from aminator_ng.contract.request import BakeRequest
 from aminator_ng.contract.settings import EngineSettings
 from aminator_ng.errors import BakeError, Interrupted, NotFoundError, RequestError
 from aminator_ng.host.chroot import Chroot
+from aminator_ng.host.grow import GROW_TOOLS
 from aminator_ng.host.osrelease import read_os_release
 from aminator_ng.host.run import commands_bounded
 from aminator_ng.pipeline.bake_records import BakeRecord
@@ -158,6 +159,7 @@ class BakeResult:
 #: The engine's own hygiene outcome: the copies package scripts made of the host's files it
 #: placed in the image for the bake. It is no rule of a plugin, and no tag says it ran.
 HOST_FILE_COPIES = "host_file_copies"
+GIB = 1 << 30
 
 
 def hygiene_tag(outcomes: Sequence[HygieneOutcome]) -> dict[str, str]:
@@ -338,6 +340,8 @@ class Bake:
     # The steps, in the order BAKE_PIPELINE runs them.
 
     def read_packages(self) -> None:
+        if self.request.root_volume_size is not None:
+            self.host.require_tools(GROW_TOOLS)
         self.requests = read_package_requests(self.hooks, self.request.packages)
         self.repositories = read_repositories(
             self.request.repositories, self.request.repository_keys
@@ -351,7 +355,17 @@ class Bake:
 
     def create_volume(self) -> Volume:
         assert self.base is not None
-        return self.cloud.create_volume(self.base, self.bake_id)
+        size_gib = self.request.root_volume_size
+        if size_gib is None:
+            return self.cloud.create_volume(self.base, self.bake_id)
+        base_size = self.base.size_bytes
+        if base_size is not None and size_gib * GIB < base_size:
+            raise RequestError(
+                f"--root-volume-size {size_gib} is smaller than the base image "
+                f"{self.base.image_id}: {base_size / GIB:g} GiB",
+                hint="a root volume can only grow",
+            )
+        return self.cloud.create_volume(self.base, self.bake_id, size_bytes=size_gib * GIB)
 
     def delete_volume(self, volume: Volume) -> None:
         self.cloud.delete_volume(volume)
@@ -362,7 +376,8 @@ class Bake:
 
     def mount(self) -> contextlib.AbstractContextManager[MountedRoot]:
         assert self.device is not None
-        return self.host.mounted_root(self.device, self.work_dir / "root")
+        grow = self.request.root_volume_size is not None
+        return self.host.mounted_root(self.device, self.work_dir / "root", grow=grow)
 
     def detect_distro(self) -> None:
         assert self.root is not None

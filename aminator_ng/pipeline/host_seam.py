@@ -30,6 +30,12 @@ from aminator_ng.host.chroot import (
     image_hostname,
     replaced_file,
 )
+from aminator_ng.host.grow import (
+    check_growable,
+    grow_mounted_filesystem,
+    grow_partition,
+    grow_unmounted_filesystem,
+)
 from aminator_ng.host.mount import mounted
 from aminator_ng.host.namespace import BakeNamespace, bake_namespace
 from aminator_ng.host.run import require_tools, run
@@ -68,10 +74,12 @@ class BakeHost(Protocol):
     def namespace(self, work_dir: Path) -> AbstractContextManager[object]:
         """The bake's namespaces for the context (see ``namespace.bake_namespace``)."""
 
-    def mounted_root(self, device: Path, mount_point: Path) -> AbstractContextManager[MountedRoot]:
+    def mounted_root(
+        self, device: Path, mount_point: Path, *, grow: bool = False
+    ) -> AbstractContextManager[MountedRoot]:
         """The root filesystem of ``device`` mounted on ``mount_point`` in the bake's
-        namespace; flushed and trimmed when the context ends well, unmounted (and its device
-        let go) in any case."""
+        namespace, first grown to the end of the device with ``grow``; flushed and trimmed
+        when the context ends well, unmounted (and its device let go) in any case."""
 
     def chroot(self, root: MountedRoot) -> AbstractContextManager[Chroot]:
         """A chroot on the mounted root: API filesystems, the host's resolver, the image's own
@@ -122,13 +130,19 @@ class LinuxHost:
                     stack.close()
 
     @contextlib.contextmanager
-    def mounted_root(self, device: Path, mount_point: Path) -> Iterator[MountedRoot]:
+    def mounted_root(
+        self, device: Path, mount_point: Path, *, grow: bool = False
+    ) -> Iterator[MountedRoot]:
         """Leaving unmounts the root with whatever is still mounted below it, by the paths the
         kernel's mount table holds then."""
         assert self._namespace is not None, "mounted_root outside the bake's namespace"
         with ExitStack() as stack:
             parts = stack.enter_context(partition_nodes(device))
             root_fs = find_root_filesystem(device, parts)
+            if grow:
+                check_growable(root_fs)
+                grow_partition(device, root_fs)
+                grow_unmounted_filesystem(root_fs)
             mount_point.mkdir(parents=True, exist_ok=True)
             stack.callback(remove_empty_dirs, mount_point, mount_point.parent.parent)
             # Left after the unmount: the filesystem is shut down before anything goes on.
@@ -144,6 +158,8 @@ class LinuxHost:
                 )
             )
             log.info("mounted %s (%s) on %s", root_fs.device, root_fs.fstype, mount_point)
+            if grow:
+                grow_mounted_filesystem(root_fs, mount_point)
             reached = self._namespace.reach(mount_point)
             yield MountedRoot(root_fs.device, mount_point, root_fs.fstype, reached)
             # Only on success: flush, then let the loop device punch holes for freed blocks so

@@ -38,6 +38,7 @@ HOST_TOOL_PACKAGES = {
     "cp": "coreutils",
     "dpkg-deb": "dpkg",
     "dpkg-scanpackages": "dpkg-dev",
+    "e2fsck": "e2fsprogs",
     "findmnt": "util-linux",
     "fstrim": "util-linux",
     "gpgv": "gpgv",
@@ -48,8 +49,10 @@ HOST_TOOL_PACKAGES = {
     "mount": "mount",
     "nsenter": "util-linux",
     "partx": "util-linux",
+    "resize2fs": "e2fsprogs",
     "sfdisk": "fdisk",
     "sync": "coreutils",
+    "xfs_growfs": "xfsprogs",
     "umount": "mount",
 }
 

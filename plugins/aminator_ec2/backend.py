@@ -188,7 +188,7 @@ class Ec2Cloud(CloudBackend):
         AMI's root's."""
         return RootVolume.chosen(self.ec2_settings, base.root_ebs)
 
-    def create_volume(self, base: Image, bake_id: str) -> Volume:
+    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
         ec2_base = self._base(base)
         root = self.root_volume(ec2_base)
         root.check()
@@ -202,8 +202,9 @@ class Ec2Cloud(CloudBackend):
                 {"ResourceType": "volume", "Tags": _tags(self._resource_tags(bake_id, "volume"))}
             ],
         }
-        if ec2_base.root_volume_size_gib is not None:
-            request["Size"] = ec2_base.root_volume_size_gib
+        sizes = [ec2_base.root_volume_size_gib, -(-size_bytes // GIB) if size_bytes else None]
+        if any(size is not None for size in sizes):
+            request["Size"] = max(size for size in sizes if size is not None)
         created = call(self.ec2.create_volume, f"from {ec2_base.root_snapshot_id}", **request)
         volume_id = str(created["VolumeId"])
         log.info("volume %s from snapshot %s", volume_id, ec2_base.root_snapshot_id)

@@ -55,8 +55,8 @@ class LocalCloud(CloudBackend):
             )
         return image
 
-    def create_volume(self, base: Image, bake_id: str) -> Volume:
-        record = self.store.create_volume(base.snapshot_id, bake_id)
+    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
+        record = self.store.create_volume(base.snapshot_id, bake_id, size_bytes=size_bytes)
         log.info("volume %s from snapshot %s", record.volume_id, base.snapshot_id)
         return Volume(record.volume_id, base.snapshot_id, record.path.stat().st_size)
 

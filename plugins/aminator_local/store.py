@@ -442,11 +442,13 @@ class Store:
 
     # Volumes
 
-    def create_volume(self, snapshot_id: str, bake_id: str) -> VolumeRecord:
-        """A volume file cloned from a snapshot. Its row comes first (state ``creating``), so
-        that a bake killed while cloning leaves a row naming the partial file for ``aminate
-        cleanup``. The snapshot is share-locked while it is read: ``remove_image`` waits for
-        no one."""
+    def create_volume(
+        self, snapshot_id: str, bake_id: str, *, size_bytes: int | None = None
+    ) -> VolumeRecord:
+        """A volume file cloned from a snapshot, extended (sparse) to ``size_bytes`` if that is
+        larger. Its row comes first (state ``creating``), so that a bake killed while cloning
+        leaves a row naming the partial file for ``aminate cleanup``. The snapshot is
+        share-locked while it is read: ``remove_image`` waits for no one."""
         self._prepare()
         self.require_room_for_bake(snapshot_id)
         volume_id = new_id("vol")
@@ -464,6 +466,8 @@ class Store:
                 with source.open("rb") as snapshot:
                     fcntl.flock(snapshot, fcntl.LOCK_SH)
                     clone_file(source, path)
+                if size_bytes is not None and size_bytes > path.stat().st_size:
+                    os.truncate(path, size_bytes)
             except FileNotFoundError as exc:
                 if self._images_using(snapshot_id):
                     raise StoreDamagedError(

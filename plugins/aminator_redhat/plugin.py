@@ -35,6 +35,7 @@ HOST_TOOL_PACKAGES = {
     "chroot": "coreutils",
     "cp": "coreutils",
     "createrepo_c": "createrepo_c",
+    "e2fsck": "e2fsprogs",
     "findmnt": "util-linux",
     "fstrim": "util-linux",
     "gpgv": "gnupg2",
@@ -44,9 +45,11 @@ HOST_TOOL_PACKAGES = {
     "mount": "util-linux",
     "nsenter": "util-linux",
     "partx": "util-linux",
+    "resize2fs": "e2fsprogs",
     "rpm": "rpm",
     "sfdisk": "util-linux",
     "sync": "coreutils",
+    "xfs_growfs": "xfsprogs",
     "umount": "util-linux",
 }
 DNF_RELEASES = "Amazon Linux 2023, RHEL, Rocky or AlmaLinux 8 or later, CentOS Stream, Fedora"

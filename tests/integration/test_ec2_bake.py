@@ -5,6 +5,7 @@ back. What the engine asked of EC2 is asserted on the recorded requests, not on 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.privileged
 
 UEFI_DATA = "QU1aTlVFRkkAAAAA"
+GIB = 1 << 30
 BASE_ATTRIBUTES: dict[str, Any] = {
     "BootMode": "uefi-preferred",
     "TpmSupport": "v2.0",
@@ -140,6 +142,46 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     shown = aminate(space, moto, "images", "show", baked["image_id"], "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert shown.json()["name"] == baked["name"]
+
+
+def test_an_encrypted_larger_root_of_the_chosen_type_is_made_grown_and_registered(
+    moto: MotoEc2, space: Workspace, base_raw: Path, debs: dict[str, Path]
+) -> None:
+    base_gib = -(-base_raw.stat().st_size // GIB)
+    base = moto.base_image("debian-12-small", base_raw, size_gib=base_gib, **BASE_ATTRIBUTES)
+    moto.udev.sized_volumes = True
+    grown_gib = base_gib + 2
+    result = aminate(
+        space, moto, "-b", base, "--output", "json", "--root-volume-size", str(grown_gib),
+        "--volume-type", "gp3", "--iops", "4000", "--throughput", "250",
+        "--encrypt", "--kms-key-id", "alias/bakery", str(debs["hello"]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [create] = moto.requests("CreateVolume")
+    sent = ("Size", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId")
+    assert {key: create[key] for key in sent} == {
+        "Size": grown_gib,
+        "VolumeType": "gp3",
+        "Iops": 4000,
+        "Throughput": 250,
+        "Encrypted": True,
+        "KmsKeyId": "alias/bakery",
+    }
+    [register] = moto.requests("RegisterImage")
+    root = register["BlockDeviceMappings"][0]["Ebs"]
+    assert (root["VolumeSize"], root["VolumeType"], root["Iops"], root["Throughput"]) == (
+        grown_gib,
+        "gp3",
+        4000,
+        250,
+    )
+    # The snapshot's data: the root partition and filesystem fill the larger volume.
+    data = moto.udev.data[root["SnapshotId"]]
+    assert data.stat().st_size == grown_gib * GIB
+    with mounted_image(data, space.scratch / "grown") as mounted:
+        usage = os.statvfs(mounted)
+        assert usage.f_blocks * usage.f_frsize > (grown_gib - 0.25) * GIB
+        assert dpkg_status(mounted, "hello") == "ii"
 
 
 @pytest.mark.parametrize(

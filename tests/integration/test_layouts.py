@@ -31,6 +31,7 @@ pytestmark = pytest.mark.privileged
 NEW_COMBINATIONS = [("gpt", "xfs"), ("whole", "ext4"), ("whole", "xfs")]
 ALL_COMBINATIONS = [("gpt", "ext4"), *NEW_COMBINATIONS]
 SIZE = "1G"
+GIB = 1 << 30
 
 
 def base_name(layout: str, filesystem: str) -> str:
@@ -131,7 +132,7 @@ def assert_disk_layout(raw: Path, layout: str, filesystem: str) -> None:
 
 
 @pytest.mark.parametrize("combination", ALL_COMBINATIONS, ids=combination_id)
-def test_a_base_of_each_layout_and_filesystem_bakes(
+def test_a_base_of_each_layout_and_filesystem_bakes_into_a_larger_root(
     combination: tuple[str, str],
     request: pytest.FixtureRequest,
     space: Workspace,
@@ -143,8 +144,11 @@ def test_a_base_of_each_layout_and_filesystem_bakes(
     assert_disk_layout(base, layout, filesystem)
     imported = space.aminate("base", "import", name, str(base))
     assert imported.returncode == 0, imported.stderr
+    grown_gib = -(-base.stat().st_size // GIB) + 1
 
-    baked = space.aminate("-b", name, str(debs["hello"]), "--output", "json")
+    baked = space.aminate(
+        "-b", name, "--root-volume-size", str(grown_gib), str(debs["hello"]), "--output", "json"
+    )
     assert baked.returncode == 0, baked.stderr
     result = baked.json()
     assert result["base_image_name"] == name
@@ -153,11 +157,23 @@ def test_a_base_of_each_layout_and_filesystem_bakes(
     raw = space.scratch / "baked.raw"
     exported = space.aminate("export", result["image_id"], str(raw))
     assert exported.returncode == 0, exported.stderr
+    assert raw.stat().st_size == grown_gib * GIB
     assert_disk_layout(raw, layout, filesystem)
+    if layout == "gpt":
+        # The partition reaches the end of the disk, and the backup table sits there.
+        verified = subprocess.run(["sfdisk", "--verify", str(raw)], capture_output=True, text=True)
+        assert verified.returncode == 0 and "No errors detected" in verified.stdout, verified
+        table = json.loads(
+            subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True, text=True).stdout
+        )["partitiontable"]
+        [root_partition] = table["partitions"]
+        assert (root_partition["start"] + root_partition["size"]) * 512 > (grown_gib * GIB) - MIB
     with mounted_image(raw, space.scratch / "baked") as root:
         assert dpkg_status(root, "hello") == "ii"
         assert dpkg_status(root, "jq") == "ii"
         assert (root / "usr/bin/hello").is_file()
+        usage = os.statvfs(root)
+        assert usage.f_blocks * usage.f_frsize > (grown_gib - 0.25) * GIB, usage
 
 
 @pytest.mark.parametrize("combination", NEW_COMBINATIONS, ids=combination_id)

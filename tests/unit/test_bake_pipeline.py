@@ -13,7 +13,7 @@ import hashlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,14 @@ from aminator_ng.contract.plugins import load_plugins
 from aminator_ng.contract.provisioner import Provisioner
 from aminator_ng.contract.request import BakeRequest
 from aminator_ng.contract.settings import EngineSettings
-from aminator_ng.errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, InjectedFault, Interrupted
+from aminator_ng.errors import (
+    EXIT_SIGHUP,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    InjectedFault,
+    Interrupted,
+    RequestError,
+)
 from aminator_ng.host.chroot import Chroot
 from aminator_ng.host.signals import interrupts_raised
 from aminator_ng.pipeline import steps as steps_module
@@ -77,6 +84,8 @@ class World:
     installs: dict[str, bytes] = field(default_factory=dict)
     #: What each registered image was registered with.
     specs: dict[str, ImageSpec] = field(default_factory=dict)
+    #: Whether the root was grown into its volume when it was mounted.
+    grown: bool = False
 
     @contextlib.contextmanager
     def holding(self, what: str) -> Iterator[None]:
@@ -115,7 +124,10 @@ class FakeHost:
             yield object()
 
     @contextlib.contextmanager
-    def mounted_root(self, device: Path, mount_point: Path) -> Iterator[MountedRoot]:
+    def mounted_root(
+        self, device: Path, mount_point: Path, *, grow: bool = False
+    ) -> Iterator[MountedRoot]:
+        self.world.grown = grow
         with self.world.holding("mount"):
             yield MountedRoot(device, mount_point, "ext4", self.root)
 
@@ -135,6 +147,7 @@ class FakeHost:
         return "no copy"
 
 
+GIB = 1 << 30
 BASE = Image("img-base", "fake-base", datetime(2026, 1, 1, tzinfo=UTC), "snap-base")
 
 
@@ -150,8 +163,8 @@ class FakeCloud(CloudBackend):
         self.world.interrupter.at("resolve_base:middle")
         return BASE
 
-    def create_volume(self, base: Image, bake_id: str) -> Volume:
-        volume = Volume("vol-1", base.snapshot_id, 1 << 30)
+    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
+        volume = Volume("vol-1", base.snapshot_id, size_bytes or 1 << 30)
         self.world.volumes[volume.volume_id] = volume
         self.world.interrupter.at("create_volume:middle")
         return volume
@@ -301,6 +314,7 @@ def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.Mon
         installs: dict[str, bytes] | None = None,
         scan_allow: tuple[str, ...] = (),
         scan_host_traces: bool = True,
+        root_volume_size: int | None = None,
     ) -> Outcome:
         world = World(interrupter or Interrupter(), installs=installs or {})
         if fault:
@@ -322,6 +336,7 @@ def run_bake(settings: EngineSettings, image_root: Path, monkeypatch: pytest.Mon
             preserve_on_error=preserve,
             scan_allow=scan_allow,
             scan_host_traces=scan_host_traces,
+            root_volume_size=root_volume_size,
         )
         bake = Bake(request, settings, hooks, FakeCloud(world), host=FakeHost(world, image_root))
         error: BaseException | None = None
@@ -349,6 +364,33 @@ def assert_complete_image_or_nothing(outcome: Outcome) -> None:
         assert list(world.snapshots) == [image.snapshot_id]
     else:
         assert world.images == {} and world.snapshots == {}
+
+
+def test_a_larger_root_volume_is_asked_of_the_backend_and_grown_into(
+    run_bake: Any, settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FakeCloud, "resolve_base", lambda self, ref: replace(BASE, size_bytes=GIB))
+    outcome = run_bake(root_volume_size=3)
+    assert outcome.error is None, outcome.error
+    assert outcome.world.grown
+    [image] = outcome.world.images.values()
+    assert outcome.world.snapshots[image.snapshot_id].size_bytes == 3 * GIB
+    assert run_bake().world.grown is False
+
+
+def test_a_root_volume_smaller_than_the_base_is_refused_before_anything_is_made(
+    run_bake: Any, settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        FakeCloud, "resolve_base", lambda self, ref: replace(BASE, size_bytes=2 * GIB)
+    )
+    outcome = run_bake(root_volume_size=1)
+    assert isinstance(outcome.error, RequestError)
+    assert str(outcome.error.message) == (
+        "--root-volume-size 1 is smaller than the base image img-base: 2 GiB"
+    )
+    assert outcome.world.volumes == {} and outcome.world.images == {}
+    assert_nothing_held(outcome, settings)
 
 
 def test_a_bake_runs_its_steps_in_the_declared_order(

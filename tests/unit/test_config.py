@@ -1323,6 +1323,7 @@ FLAG_VALUES: dict[str, tuple[list[str], Any]] = {
     "index_max_age": (["--index-max-age", "0"], 0),
     "refresh": (["--refresh"], True),
     "install_timeout": (["--install-timeout", "60"], 60),
+    "root_volume_size": (["--root-volume-size", "8"], 8),
 }
 
 
