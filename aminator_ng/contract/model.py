@@ -191,6 +191,8 @@ class Image:
     region: str = "local"
     size_bytes: int | None = None
     base_image_id: str | None = None
+    #: As the backend reports it; only an ``available`` image can be launched or baked on.
+    state: str = "available"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +206,7 @@ class Image:
             "region": self.region,
             "size_bytes": self.size_bytes,
             "base_image_id": self.base_image_id,
+            "state": self.state,
         }
 
 

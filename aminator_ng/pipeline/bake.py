@@ -141,6 +141,7 @@ class BakeResult:
             "name": self.image.name,
             "cloud": self.cloud,
             "images": {self.image.region: self.image.image_id},
+            "state": self.image.state,
             "base_image_id": self.base.image_id,
             "base_image_name": self.base.name,
             "tags": self.tags,

@@ -65,6 +65,8 @@ INSTANCE_TAG = TAG_PREFIX + "instance-id"
 PURPOSE_TAG = TAG_PREFIX + "purpose"
 BASE_IMAGE_TAG = TAG_PREFIX + "base-image-id"
 GIB = 1 << 30
+#: The states of an image that will never become available.
+FAILED_IMAGE_STATES = ("failed", "error", "invalid", "deregistered", "disabled")
 #: AWS says this when another volume holds the attachment point (code InvalidParameterValue).
 POINT_IN_USE = "is already in use"
 
@@ -92,6 +94,7 @@ class Ec2Cloud(CloudBackend):
         self.filters = dict(own.base_filter)
         self.attach_timeout_s = own.attach_timeout
         self.snapshot_timeout_s = own.snapshot_timeout
+        self.image_timeout_s = own.image_timeout
         self.ec2_settings = own
         self.retry_mode = own.retry_mode
         self.device_root = own.device_root
@@ -414,6 +417,7 @@ class Ec2Cloud(CloudBackend):
         log.info("registered %s as %s", image_id, spec.name)
         try:
             with contextlib.ExitStack() as stack:
+                self._wait_until_available(image_id)
                 if spec.sbom is not None:
                     stack.enter_context(
                         self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
@@ -423,6 +427,34 @@ class Ec2Cloud(CloudBackend):
             call(self.ec2.deregister_image, image_id, ImageId=image_id)
             log.info("deregistered %s", image_id)
             raise
+
+    def _image_state(self, image_id: str) -> tuple[str, str]:
+        """The image's state, and EC2's reason for it (empty when it gives none)."""
+        answer = call(self.ec2.describe_images, image_id, ImageIds=[image_id])
+        if not answer.get("Images"):
+            return "deregistered", ""
+        image = answer["Images"][0]
+        return str(image.get("State", "")), str(image.get("StateReason", {}).get("Message", ""))
+
+    def _wait_until_available(self, image_id: str) -> None:
+        def available() -> bool | None:
+            state, reason = self._image_state(image_id)
+            if state in FAILED_IMAGE_STATES:
+                raise CloudError(
+                    f"image {image_id} is {state}" + (f": {reason}" if reason else ""),
+                    hint="EC2 could not make the image from the snapshot; see the bake log",
+                )
+            return True if state == "available" else None
+
+        poll_until(
+            available,
+            timeout_s=self.image_timeout_s,
+            what=f"image {image_id} did not become available",
+            first_delay_s=2.0,
+            max_delay_s=30.0,
+            hint="raise image_timeout in [plugins.ec2]",
+        )
+        log.info("image %s is available", image_id)
 
     def image_sbom(self, image_id: str) -> bytes | None:
         return self.sboms.read(self.clients.region, image_id)
@@ -531,6 +563,7 @@ class Ec2Cloud(CloudBackend):
             region=region,
             size_bytes=size * GIB if size else None,
             base_image_id=tags.get(BASE_IMAGE_TAG),
+            state=str(image.get("State", "available")),
         )
 
     def list_images(self) -> list[Image]:

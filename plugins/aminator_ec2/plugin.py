@@ -77,6 +77,9 @@ class Ec2Settings:
         flags=(Flag(("--kms-key-id",), metavar="KEY"),),
     )
     snapshot_timeout: float = declared(float, 3600.0, "seconds to wait for the snapshot")
+    image_timeout: float = declared(
+        float, 3600.0, "seconds to wait for the new AMI to become available"
+    )
     retry_mode: str | None = declared(
         str,
         None,

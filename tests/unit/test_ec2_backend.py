@@ -23,7 +23,15 @@ from aminator_ng.api import (
     Snapshot,
     file_lock,
 )
-from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.ec2moto import (
+    ZONE,
+    MotoEc2,
+    bake_with_backend,
+    made_by_bakes,
+    moto_ec2,
+    policy_actions,
+    some_block_device,
+)
 
 
 @pytest.fixture
@@ -150,3 +158,40 @@ def test_release_commands_name_the_resource_and_region(moto: MotoEc2, cloud: Ec2
     )
     assert cloud.release_command("snapshot", "snap-1").startswith("aws ec2 delete-snapshot")
     assert cloud.release_command("image", "ami-1").startswith("aws ec2 deregister-image")
+
+
+def states_then(
+    monkeypatch: pytest.MonkeyPatch, states: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The new image's states, one per poll, as EC2 would report them (moto's images are
+    available at once); the polls are not slept between."""
+    asked: list[tuple[str, str]] = []
+
+    def image_state(self: Ec2Cloud, image_id: str) -> tuple[str, str]:
+        asked.append(states[min(len(asked), len(states) - 1)])
+        return asked[-1]
+
+    monkeypatch.setattr(Ec2Cloud, "_image_state", image_state)
+    monkeypatch.setattr("aminator_ec2.waiting.time.sleep", lambda seconds: None)
+    return asked
+
+
+def test_the_new_image_is_waited_for_until_it_is_available(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto.udev.stand_in = some_block_device()
+    asked = states_then(monkeypatch, [("pending", ""), ("pending", ""), ("available", "")])
+    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    assert len(asked) == 3
+    assert image.state == "available"
+
+
+def test_an_image_ec2_fails_to_make_fails_the_bake_with_its_reason_and_is_released(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto.udev.stand_in = some_block_device()
+    states_then(monkeypatch, [("pending", ""), ("failed", "Client.InvalidSnapshot.NotFound")])
+    with pytest.raises(CloudError, match=r"is failed: Client\.InvalidSnapshot\.NotFound"):
+        bake_with_backend(cloud, base_ami, "bake-0001")
+    assert moto.requests("DeregisterImage") != []
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
