@@ -259,8 +259,8 @@ class MotoEc2:
         }
 
     def actions(self) -> set[str]:
-        """The IAM names of the calls made: ``ec2:CreateVolume``."""
-        return {f"{call.service}:{call.action}" for call in self.calls}
+        """The IAM names of the calls the engine made: ``ec2:CreateVolume``."""
+        return {f"{call.service}:{call.action}" for call in self.engine_calls()}
 
     def requests(self, action: str) -> list[dict[str, Any]]:
         return [call.params for call in self.calls if call.action == action]

@@ -71,6 +71,11 @@ class SbomRecords:
             yield
             undo.pop_all()
 
+    def forget(self, region: str, image_id: str) -> None:
+        """Remove the host's copy of a removed image's SBOM (one in S3 stays: it is the
+        record of what was published)."""
+        self.path(region, image_id).unlink(missing_ok=True)
+
     def _put_object(self, s3: Any, image_id: str, data: bytes) -> None:
         digest = hashlib.sha256(data).digest()
         call(

@@ -20,6 +20,8 @@ from aminator_ng.api import (
     ConfigError,
     ConflictError,
     ImageSpec,
+    NotFoundError,
+    RequestError,
     Snapshot,
     file_lock,
 )
@@ -195,3 +197,36 @@ def test_an_image_ec2_fails_to_make_fails_the_bake_with_its_reason_and_is_releas
         bake_with_backend(cloud, base_ami, "bake-0001")
     assert moto.requests("DeregisterImage") != []
     assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+
+
+def test_images_rm_deregisters_a_baked_ami_and_deletes_only_its_own_snapshot(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str
+) -> None:
+    moto.udev.stand_in = some_block_device()
+    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    base_snapshot = moto.ec2.describe_images(ImageIds=[base_ami])["Images"][0][
+        "BlockDeviceMappings"
+    ][0]["Ebs"]["SnapshotId"]
+    assert cloud.remove_image(image.image_id) == 0
+    assert moto.requests("DeregisterImage") == [{"ImageId": image.image_id}]
+    [deleted] = moto.requests("DeleteSnapshot")
+    assert deleted["SnapshotId"] == image.snapshot_id != base_snapshot
+    assert made_by_bakes(moto.ec2) == {"volumes": [], "snapshots": [], "images": []}
+    # What a bake did not make is left alone.
+    with pytest.raises(RequestError, match="was not made by aminator-ng"):
+        cloud.remove_image(base_ami)
+    with pytest.raises(NotFoundError, match="image not found"):
+        cloud.remove_image(image.image_id)
+
+
+def test_images_rm_refuses_an_ami_that_instances_use(
+    moto: MotoEc2, cloud: Ec2Cloud, base_ami: str
+) -> None:
+    moto.udev.stand_in = some_block_device()
+    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    [instance] = moto.ec2.run_instances(ImageId=image.image_id, MinCount=1, MaxCount=1)["Instances"]
+    moto.ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+    with pytest.raises(ConflictError, match=f"used by {instance['InstanceId']} \\(stopped\\)"):
+        cloud.remove_image(image.image_id)
+    assert moto.requests("DeregisterImage") == []
+    assert made_by_bakes(moto.ec2)["images"] == [image.image_id]
