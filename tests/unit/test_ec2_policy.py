@@ -363,3 +363,14 @@ def test_conditions_evaluate_as_iam_does() -> None:
     )
     with pytest.raises(NotModelled):
         condition_holds("StringEqualsIfExists", "ec2:CreateAction", ["x"], {})
+
+
+def test_removing_a_baked_image_is_allowed(
+    moto: MotoEc2, baked: Image, cloud: Ec2Cloud, policy: Policy
+) -> None:
+    cloud.remove_image(baked.image_id)
+    verdicts = Evaluator(policy).run(moto.engine_calls(), judged=lambda call: True)
+    assert [verdict.reason for verdict in verdicts if not verdict.allowed] == []
+    assert {"DeregisterImage", "DeleteSnapshot", "DescribeInstances"} <= {
+        verdict.call.action for verdict in verdicts
+    }
