@@ -36,6 +36,7 @@ from aminator_ec2.images import (
     ec2_clients,
     resolve_base_image,
 )
+from aminator_ec2.manifests import ManifestRecords
 from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS, Ec2Settings
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
@@ -51,6 +52,7 @@ from aminator_ng.api import (
     ImageSpec,
     Leftover,
     LockHeldError,
+    ManifestEntry,
     NotFoundError,
     RequestError,
     Snapshot,
@@ -104,6 +106,7 @@ class Ec2Cloud(CloudBackend):
         self.sysfs_root = own.sysfs_root
         self.lock_dir = own.lock_dir
         self.overrides = RegistrationOverrides.from_settings(own)
+        self.manifests = ManifestRecords(settings.home / "ec2" / "manifests")
         self.sboms = SbomRecords(
             settings.home / "ec2" / "sboms", bucket=own.sbom_bucket, prefix=own.sbom_prefix
         )
@@ -421,6 +424,9 @@ class Ec2Cloud(CloudBackend):
         try:
             with contextlib.ExitStack() as stack:
                 self._wait_until_available(image_id)
+                stack.enter_context(
+                    self.manifests.stored(self.clients.region, image_id, spec.manifest)
+                )
                 if spec.sbom is not None:
                     stack.enter_context(
                         self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
@@ -458,6 +464,9 @@ class Ec2Cloud(CloudBackend):
             hint="raise image_timeout in [plugins.ec2]",
         )
         log.info("image %s is available", image_id)
+
+    def image_manifest(self, image_id: str) -> list[ManifestEntry]:
+        return self.manifests.read(self.clients.region, image_id)
 
     def image_sbom(self, image_id: str) -> bytes | None:
         return self.sboms.read(self.clients.region, image_id)
@@ -501,6 +510,7 @@ class Ec2Cloud(CloudBackend):
         for snapshot_id in own:
             self._release_snapshot(snapshot_id)
         self.sboms.forget(self.clients.region, image_id)
+        self.manifests.forget(self.clients.region, image_id)
         return 0
 
     def _instances_using(self, image_id: str) -> list[str]:

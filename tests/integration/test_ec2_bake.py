@@ -142,6 +142,9 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     shown = aminate(space, moto, "images", "show", baked["image_id"], "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert shown.json()["name"] == baked["name"]
+    # The manifest this host keeps of the AMIs it baked.
+    assert shown.json()["manifest"] == baked["manifest"]
+    assert shown.json()["package_count"] == len(baked["manifest"]) > 0
 
 
 def test_an_encrypted_larger_root_of_the_chosen_type_is_made_grown_and_registered(

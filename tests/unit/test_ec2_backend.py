@@ -14,12 +14,14 @@ from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses.amis import AmisResponse
 
 from aminator_ec2.backend import Ec2Cloud
+from aminator_ec2.manifests import ManifestRecords
 from aminator_ng.api import (
     BakeTimeoutError,
     CloudError,
     ConfigError,
     ConflictError,
     ImageSpec,
+    ManifestEntry,
     NotFoundError,
     RequestError,
     Snapshot,
@@ -230,3 +232,19 @@ def test_images_rm_refuses_an_ami_that_instances_use(
         cloud.remove_image(image.image_id)
     assert moto.requests("DeregisterImage") == []
     assert made_by_bakes(moto.ec2)["images"] == [image.image_id]
+
+
+def test_the_manifest_of_a_baked_ami_is_kept_on_the_host_and_gone_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    records = ManifestRecords(tmp_path / "manifests")
+    entry = ManifestEntry("hello", "1.0-1", "all", "hello", "1.0-1")
+    with records.stored("us-east-1", "ami-1", [entry]):
+        pass
+    assert records.read("us-east-1", "ami-1") == [entry]
+    assert records.read("us-east-1", "ami-2") == []
+    with pytest.raises(RuntimeError), records.stored("us-east-1", "ami-2", [entry]):
+        raise RuntimeError("registration failed")
+    assert not records.path("us-east-1", "ami-2").exists()
+    records.forget("us-east-1", "ami-1")
+    assert records.read("us-east-1", "ami-1") == []
