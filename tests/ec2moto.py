@@ -33,7 +33,8 @@ from typing import Any
 import boto3
 import botocore.config
 import pytest
-from moto.core.responses import BaseResponse
+from moto.core.responses import ActionResult, BaseResponse
+from moto.ec2.exceptions import InvalidParameterValueError
 from moto.ec2.models.amis import Ami
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
@@ -214,6 +215,8 @@ class MotoEc2:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         self.root = root
         self.calls: list[Call] = []
+        #: What GetImageBlockPublicAccessState answers: "unblocked" or "block-new-sharing".
+        self.image_block_public_access = "unblocked"
         self.udev = Udev(root / "udev", root / "dev", root / "sys")
         self.udev.device_root.mkdir(parents=True)
         (self.udev.sysfs_root / "block").mkdir(parents=True)
@@ -376,6 +379,50 @@ class MotoEc2:
 
     # The patches.
 
+    def _patch_publishing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The calls moto 5.2 lacks, played as EC2 documents them: deprecation and
+        deregistration protection kept on moto's image (a protected image cannot be
+        deregistered), and the account's image block public access state."""
+        server = self
+
+        def enable_image_deprecation(response: Any) -> ActionResult:
+            ami = response.ec2_backend.amis[response._get_param("ImageId")]
+            ami.deprecation_time = response._get_param("DeprecateAt")
+            return ActionResult({"Return": True})
+
+        def enable_image_deregistration_protection(response: Any) -> ActionResult:
+            ami = response.ec2_backend.amis[response._get_param("ImageId")]
+            cooldown = response._get_param("WithCooldown") in (True, "true")
+            ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled"
+            return ActionResult({"Return": "enabled"})
+
+        def disable_image_deregistration_protection(response: Any) -> ActionResult:
+            ami = response.ec2_backend.amis[response._get_param("ImageId")]
+            if getattr(ami, "deregistration_protection", "") != "enabled-with-cooldown":
+                ami.deregistration_protection = "disabled"
+            return ActionResult({"Return": "disabled"})
+
+        def get_image_block_public_access_state(response: Any) -> ActionResult:
+            return ActionResult({"ImageBlockPublicAccessState": server.image_block_public_access})
+
+        for handler in (
+            enable_image_deprecation,
+            enable_image_deregistration_protection,
+            disable_image_deregistration_protection,
+            get_image_block_public_access_state,
+        ):
+            monkeypatch.setattr(AmisResponse, handler.__name__, handler, raising=False)
+
+        original_deregister = AmisResponse.deregister_image
+
+        def deregister_image(response: Any) -> Any:
+            ami = response.ec2_backend.amis.get(response._get_param("ImageId"))
+            if getattr(ami, "deregistration_protection", "disabled") != "disabled":
+                raise InvalidParameterValueError(f"Image {ami.id} is protected from deregistration")
+            return original_deregister(response)
+
+        monkeypatch.setattr(AmisResponse, "deregister_image", deregister_image)
+
     def _patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
         original_call_action = BaseResponse.call_action
         calls = self.calls
@@ -439,6 +486,7 @@ class MotoEc2:
         def deleted(response: Any, result: Any) -> None:
             udev.delete(response._get_param("VolumeId"))
 
+        self._patch_publishing(monkeypatch)
         _wrap(monkeypatch, ElasticBlockStore, "attach_volume", attached)
         _wrap(monkeypatch, ElasticBlockStore, "detach_volume", detached)
         _wrap(monkeypatch, ElasticBlockStore, "create_snapshot", snapshotted)

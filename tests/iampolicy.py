@@ -201,6 +201,11 @@ _ACTS_ON = {
     "DeleteVolume": "VolumeId",
     "DeleteSnapshot": "SnapshotId",
     "DeregisterImage": "ImageId",
+    "ModifyImageAttribute": "ImageId",
+    "ModifySnapshotAttribute": "SnapshotId",
+    "EnableImageDeprecation": "ImageId",
+    "EnableImageDeregistrationProtection": "ImageId",
+    "DisableImageDeregistrationProtection": "ImageId",
 }
 #: The S3 calls on one object (its bucket and key in ``Bucket`` and ``Key``).
 _S3_OBJECT_ACTIONS = {"PutObject", "DeleteObject"}
@@ -210,6 +215,7 @@ _READ_ONLY = {
     "DescribeInstances",
     "DescribeSnapshots",
     "DescribeVolumes",
+    "GetImageBlockPublicAccessState",
 }
 #: The lists of resources in EC2's describe answers, and the id element of their items.
 _DESCRIBED = {

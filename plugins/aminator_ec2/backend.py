@@ -14,7 +14,7 @@ import platform
 import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from aminator_ec2.images import (
 )
 from aminator_ec2.manifests import ManifestRecords
 from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS, Ec2Settings
+from aminator_ec2.publishing import Publishing
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
 from aminator_ec2.volumes import RootVolume
@@ -155,7 +156,21 @@ class Ec2Cloud(CloudBackend):
             filters=self.filters,
         )
         self._bases[base.image_id] = base
+        if self.ec2_settings.public:
+            self._check_public_sharing()
         return base.as_image(clients.region)
+
+    def _check_public_sharing(self) -> None:
+        """Refuse ``--public`` in an account that blocks public AMIs, before anything is made."""
+        answer = call(self.ec2.get_image_block_public_access_state, "this account's images")
+        state = str(answer.get("ImageBlockPublicAccessState", ""))
+        log.info("image block public access: %s", state)
+        if state != "unblocked":
+            raise RequestError(
+                f"--public: this account blocks public AMIs (image block public access: {state})",
+                hint="share with --share-with instead, or unblock it: "
+                "aws ec2 disable-image-block-public-access",
+            )
 
     def _base(self, image: Image) -> BaseImage:
         base = self._bases.get(image.image_id)
@@ -421,18 +436,28 @@ class Ec2Cloud(CloudBackend):
             self._deregister_images_of(bake_id)
             raise
         log.info("registered %s as %s", image_id, spec.name)
+        protected = False
         try:
             with contextlib.ExitStack() as stack:
                 self._wait_until_available(image_id)
                 stack.enter_context(
                     self.manifests.stored(self.clients.region, image_id, spec.manifest)
                 )
+                publishing = Publishing.from_settings(self.ec2_settings, datetime.now(UTC))
+                protected = publishing.protect
+                publishing.apply(self.ec2, image_id, [snapshot.snapshot_id])
                 if spec.sbom is not None:
                     stack.enter_context(
                         self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
                     )
                 yield self.get_image(image_id)
         except BaseException:
+            if protected:  # asked for, perhaps set before the failure: lifted to deregister
+                call(
+                    self.ec2.disable_image_deregistration_protection,
+                    image_id,
+                    ImageId=image_id,
+                )
             call(self.ec2.deregister_image, image_id, ImageId=image_id)
             log.info("deregistered %s", image_id)
             raise

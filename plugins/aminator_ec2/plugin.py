@@ -77,6 +77,49 @@ class Ec2Settings:
         flags=(Flag(("--kms-key-id",), metavar="KEY"),),
     )
     snapshot_timeout: float = declared(float, 3600.0, "seconds to wait for the snapshot")
+    share_with: tuple[str, ...] = declared(
+        list,
+        (),
+        "let an account (12-digit id), an organization or an OU (ARN) launch the new AMI; "
+        "accounts may create volumes from its snapshot too",
+        flags=(Flag(("--share-with",), metavar="ID"),),
+    )
+    public: bool = declared(
+        bool,
+        False,
+        "let every AWS account launch the new AMI (needs allow_public)",
+        flag=True,
+        negatable=False,
+    )
+    allow_public: bool = declared(
+        bool, False, "whether --public is allowed on this host or environment"
+    )
+    deprecate_in: str | None = declared(
+        str,
+        None,
+        "deprecate the new AMI this long after its bake: 36h, 90d, 12w",
+        flags=(Flag(("--deprecate-in",), metavar="DURATION"),),
+    )
+    deprecate_at: str | None = declared(
+        str,
+        None,
+        "deprecate the new AMI at this ISO-8601 time (UTC unless it says): 2027-06-30T00:00Z",
+        flags=(Flag(("--deprecate-at",), metavar="TIME"),),
+    )
+    protect: bool = declared(
+        bool,
+        False,
+        "protect the new AMI from deregistration",
+        flag=True,
+        negatable=False,
+    )
+    protect_cooldown: bool = declared(
+        bool,
+        False,
+        "with --protect: its protection can only be lifted 24 hours after it is asked to be",
+        flag=True,
+        negatable=False,
+    )
     image_timeout: float = declared(
         float, 3600.0, "seconds to wait for the new AMI to become available"
     )
@@ -142,6 +185,11 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
 def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
     if settings.cloud != CLOUD_NAME:
         return
+    from datetime import UTC, datetime
+
+    from aminator_ec2.publishing import Publishing
     from aminator_ec2.volumes import check_volume_settings
 
-    check_volume_settings(settings.of(Ec2Settings))
+    own = settings.of(Ec2Settings)
+    check_volume_settings(own)
+    Publishing.from_settings(own, datetime.now(UTC))

@@ -256,6 +256,7 @@ def test_only_reading_is_granted_on_every_resource(policy: Policy) -> None:
         "ec2:DescribeInstances",
         "ec2:DescribeSnapshots",
         "ec2:DescribeVolumes",
+        "ec2:GetImageBlockPublicAccessState",
     ]
     assert all(not s.conditions for s in everywhere)
 

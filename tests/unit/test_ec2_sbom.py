@@ -156,7 +156,7 @@ def test_an_image_without_an_sbom_has_none(moto: MotoEc2, cloud: Ec2Cloud, home:
     for image_id in (image.image_id, base_ami):
         assert cloud.image_sbom(image_id) is None
         assert cloud.sbom_location(image_id) is None
-    assert not (home / "ec2").exists() and objects(moto) == []
+    assert not (home / "ec2" / "sboms").exists() and objects(moto) == []
 
 
 def test_the_policy_lets_sboms_go_only_under_the_prefix_of_the_bucket() -> None:
