@@ -128,11 +128,20 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     # The policy allows nothing a bake does not use: the rest is for failures and SSM names.
     # CreateTags is asked of IAM by the create calls that tag, not called itself; the S3 calls
     # are for an SBOM bucket (sbom_bucket), which this bake has none of.
-    failure_only = {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ssm:GetParameter"}
-    failure_only |= {"ec2:CreateTags", "s3:PutObject", "s3:DeleteObject"}
+    unused_here = {"ec2:DeleteSnapshot", "ec2:DeregisterImage", "ssm:GetParameter"}
+    unused_here |= {"ec2:CreateTags", "s3:PutObject", "s3:DeleteObject"}
     # EC2 asks KMS itself, in the bake host's name, for an encrypted volume.
-    failure_only |= set(EBS_KMS_ACTIONS)
-    assert policy_actions() - failure_only == moto.actions()
+    unused_here |= set(EBS_KMS_ACTIONS)
+    # Sharing, deprecation and protection are asked for with their flags.
+    unused_here |= {
+        "ec2:ModifyImageAttribute",
+        "ec2:ModifySnapshotAttribute",
+        "ec2:EnableImageDeprecation",
+        "ec2:EnableImageDeregistrationProtection",
+        "ec2:DisableImageDeregistrationProtection",
+        "ec2:GetImageBlockPublicAccessState",
+    }
+    assert policy_actions() - unused_here == moto.actions()
 
     listed = aminate(space, moto, "images", "--output", "json")
     assert listed.returncode == 0, listed.stderr
