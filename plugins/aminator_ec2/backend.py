@@ -523,6 +523,13 @@ class Ec2Cloud(CloudBackend):
                 f"image {image_id} was not made by aminator-ng; it is left alone",
                 hint="aminate removes only the AMIs it baked (tagged aminator-ng:bake-id)",
             )
+        protection = str(image.get("DeregistrationProtection", "disabled"))
+        if protection != "disabled":
+            raise RequestError(
+                f"image {image_id} is protected from deregistration ({protection})",
+                hint=f"lift it first: aws ec2 disable-image-deregistration-protection "
+                f"--image-id {image_id}",
+            )
         users = self._instances_using(image_id)
         if users:
             raise ConflictError(

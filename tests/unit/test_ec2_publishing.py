@@ -159,3 +159,17 @@ def test_public_is_refused_where_the_account_blocks_public_amis(
     [launch] = moto.requests("ModifyImageAttribute")
     assert launch == {"ImageId": image.image_id, "LaunchPermission": {"Add": [{"Group": "all"}]}}
     assert moto.requests("ModifySnapshotAttribute") == []
+
+
+def test_images_rm_refuses_a_protected_ami_naming_how_to_lift_it(
+    moto: MotoEc2, tmp_path: Path
+) -> None:
+    base_ami = moto.base_image("debian-12-base", None)
+    cloud = moto.backend(tmp_path / "lock", protect=True)
+    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    described = moto.ec2.describe_images(ImageIds=[image.image_id])["Images"][0]
+    assert described["DeregistrationProtection"] == "enabled"
+    with pytest.raises(RequestError, match="is protected from deregistration") as refused:
+        cloud.remove_image(image.image_id)
+    assert "disable-image-deregistration-protection" in (refused.value.hint or "")
+    assert moto.requests("DeregisterImage") == []
