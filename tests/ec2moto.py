@@ -504,6 +504,17 @@ def moto_ec2(monkeypatch: pytest.MonkeyPatch, root: Path) -> Iterator[MotoEc2]:
         moto.stop()
 
 
+@contextlib.contextmanager
+def moto_on_this_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
+    """The server of ``moto_ec2`` with this process as its bake host: an instance of its own,
+    a stand-in block device for every attached volume, and the engine's clients in-process."""
+    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
+        server.instance_id = server.host_instance(monkeypatch)
+        server.udev.stand_in = some_block_device()
+        server.use_in_process(monkeypatch, tmp_path)
+        yield server
+
+
 def refused_calls(moto: MotoEc2) -> list[str]:
     """What the documented IAM policy would refuse of the calls the engine made, each saying why.
     The fixtures' calls are the world the engine's act on, never judged; probes are left out."""

@@ -15,7 +15,7 @@ import pytest
 from aminator_ec2.aws import AWS_LIBRARY_LOGGERS, MAX_LOGGED_IDS, call, resource_ids
 from aminator_ec2.images import ec2_clients
 from aminator_ng.api import CloudError
-from tests.ec2moto import REGION, ZONE, MotoEc2, bake_with_backend, moto_ec2, some_block_device
+from tests.ec2moto import REGION, ZONE, MotoEc2, bake_with_backend, moto_on_this_host
 
 SECRET = "secret-access-key-MARKER-6f1c"
 SESSION_TOKEN = "session-token-MARKER-9a2e"
@@ -25,10 +25,7 @@ REQUEST_ID = r"request [0-9A-Za-z-]{8,}"
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
-        server.instance_id = server.host_instance(monkeypatch)
-        server.udev.stand_in = some_block_device()
-        server.use_in_process(monkeypatch, tmp_path)
+    with moto_on_this_host(monkeypatch, tmp_path) as server:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
         monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
         yield server

@@ -21,8 +21,7 @@ from tests.ec2moto import (
     MotoEc2,
     bake_with_backend,
     made_by_bakes,
-    moto_ec2,
-    some_block_device,
+    moto_on_this_host,
 )
 from tests.iampolicy import Evaluator, Policy
 
@@ -70,10 +69,7 @@ def test_targets_durations_and_times_are_read() -> None:
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
-        server.instance_id = server.host_instance(monkeypatch)
-        server.udev.stand_in = some_block_device()
-        server.use_in_process(monkeypatch, tmp_path)
+    with moto_on_this_host(monkeypatch, tmp_path) as server:
         yield server
 
 

@@ -20,8 +20,7 @@ from tests.ec2moto import (
     MotoEc2,
     bake_with_backend,
     made_by_bakes,
-    moto_ec2,
-    some_block_device,
+    moto_on_this_host,
 )
 from tests.iampolicy import EBS_KMS_ACTIONS, Authorization, Evaluator, Policy, kms_key_arn
 
@@ -86,10 +85,7 @@ def test_without_a_type_the_base_roots_type_and_performance_are_kept() -> None:
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
-        server.instance_id = server.host_instance(monkeypatch)
-        server.udev.stand_in = some_block_device()
-        server.use_in_process(monkeypatch, tmp_path)
+    with moto_on_this_host(monkeypatch, tmp_path) as server:
         yield server
 
 
