@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from aminator_ng.errors import BakeError, RequestError
 from aminator_ng.host.blockdev import Filesystem, probe
@@ -43,8 +44,8 @@ def grow_partition(device: Path, root: Filesystem) -> bool:
     number, start = fields.get("PART_ENTRY_NUMBER"), fields.get("PART_ENTRY_OFFSET")
     if number is None or start is None:
         raise BakeError(f"cannot tell which partition of {device} {root.device} is")
-    table = json.loads(run(["sfdisk", "--json", device], what=f"read {device}'s table").stdout)
-    partitions = table["partitiontable"].get("partitions", [])
+    table = _table(device)
+    partitions = table.get("partitions", [])
     after = [p["node"] for p in partitions if int(p["start"]) > int(start)]
     if after:
         raise RequestError(
@@ -52,10 +53,9 @@ def grow_partition(device: Path, root: Filesystem) -> bool:
             hint="a base whose root partition is the last on its disk can be given "
             "--root-volume-size",
         )
-    if table["partitiontable"]["label"] == "gpt":
+    if table["label"] == "gpt":
         # The backup table goes to the new end of the disk first, or the partition cannot.
         run(["sfdisk", "--relocate", "gpt-bak-std", device], what=f"move {device}'s backup GPT")
-    before = _sectors(device, start)
     # ",+": the same start and type, as large as the free space after it allows.
     run(
         ["sfdisk", "--no-reread", "--no-tell-kernel", "-N", number, device],
@@ -63,15 +63,19 @@ def grow_partition(device: Path, root: Filesystem) -> bool:
         what=f"grow partition {number} of {device}",
     )
     run(["partx", "-u", "-n", number, device], what=f"update partition {number} of {device}")
-    grown = _sectors(device, start) > before
+    grown = _sectors(_table(device), device, start) > _sectors(table, device, start)
     if grown:
         log.info("grew partition %s of %s to the end of the disk", number, device)
     return grown
 
 
-def _sectors(device: Path, start: str) -> int:
-    """The size in sectors of the partition of ``device`` that starts at sector ``start``."""
-    table = json.loads(run(["sfdisk", "--json", device]).stdout)["partitiontable"]
+def _table(device: Path) -> dict[str, Any]:
+    answer = run(["sfdisk", "--json", device], what=f"read the partition table of {device}")
+    return dict(json.loads(answer.stdout)["partitiontable"])
+
+
+def _sectors(table: dict[str, Any], device: Path, start: str) -> int:
+    """The size in sectors of the partition that starts at sector ``start``."""
     found = [p for p in table.get("partitions", []) if int(p["start"]) == int(start)]
     if not found:
         raise BakeError(f"{device} has no partition at sector {start} any more")

@@ -35,6 +35,7 @@ from aminator_ec2.images import (
     configured_region,
     ec2_clients,
     resolve_base_image,
+    snapshot_ids,
 )
 from aminator_ec2.manifests import ManifestRecords
 from aminator_ec2.plugin import CLOUD_NAME, DEFAULT_OWNERS, Ec2Settings
@@ -514,10 +515,7 @@ class Ec2Cloud(CloudBackend):
         """Deregister an AMI this engine made and delete the snapshots only it uses. EBS
         bills snapshots by their changed blocks, which no call reports: the bytes freed are
         given as 0."""
-        described = call(self.ec2.describe_images, image_id, ImageIds=[image_id]).get("Images")
-        if not described:
-            raise NotFoundError(f"image not found: {image_id}")
-        image = described[0]
+        image = self._described(image_id)
         if BAKE_ID_TAG not in _tag_dict(image):
             raise RequestError(
                 f"image {image_id} was not made by aminator-ng; it is left alone",
@@ -563,23 +561,17 @@ class Ec2Cloud(CloudBackend):
 
     def _snapshots_only_of(self, image: Mapping[str, Any]) -> list[str]:
         """The image's snapshots that a bake made and no other of this account's AMIs uses."""
-        ids = [
-            str(mapping["Ebs"]["SnapshotId"])
-            for mapping in image.get("BlockDeviceMappings", ())
-            if "SnapshotId" in mapping.get("Ebs", {})
-        ]
         # Every AMI of the account, scanned here: not every endpoint filters DescribeImages by
         # block-device-mapping.snapshot-id.
         images = call(self.ec2.describe_images, "of this account", Owners=["self"])["Images"]
         used_elsewhere = {
-            str(mapping["Ebs"]["SnapshotId"])
+            snapshot_id
             for other in images
             if other["ImageId"] != image["ImageId"]
-            for mapping in other.get("BlockDeviceMappings", ())
-            if "SnapshotId" in mapping.get("Ebs", {})
+            for snapshot_id in snapshot_ids(other)
         }
         own = []
-        for snapshot_id in (s for s in ids if s not in used_elsewhere):
+        for snapshot_id in (s for s in snapshot_ids(image) if s not in used_elsewhere):
             snapshots = call(
                 self.ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id]
             ).get("Snapshots", [])
@@ -629,10 +621,7 @@ class Ec2Cloud(CloudBackend):
             Filters=self._bake_filter(bake_id),
         )
         return {
-            str(mapping["Ebs"]["SnapshotId"])
-            for image in answer.get("Images", ())
-            for mapping in image.get("BlockDeviceMappings", ())
-            if "SnapshotId" in mapping.get("Ebs", {})
+            snapshot_id for image in answer.get("Images", ()) for snapshot_id in snapshot_ids(image)
         }
 
     def release_leftover(self, leftover: Leftover) -> None:
@@ -693,17 +682,20 @@ class Ec2Cloud(CloudBackend):
         images = [self._image(image, clients.region) for image in answer.get("Images", ())]
         return sorted(images, key=lambda image: image.created)
 
-    def get_image(self, image_id: str) -> Image:
-        clients = self.clients
+    def _described(self, image_id: str) -> Mapping[str, Any]:
+        """An image as DescribeImages shows it; NotFoundError for an unknown id."""
         try:
-            answer = clients.ec2.describe_images(ImageIds=[image_id])
+            answer = self.ec2.describe_images(ImageIds=[image_id])
         except AWS_ERRORS as error:
             if error_code(error).startswith("InvalidAMIID"):
                 raise NotFoundError(f"image not found: {image_id}") from error
             raise aws_error(error, "DescribeImages", image_id) from error
         if not answer.get("Images"):
             raise NotFoundError(f"image not found: {image_id}")
-        return self._image(answer["Images"][0], clients.region)
+        return dict(answer["Images"][0])
+
+    def get_image(self, image_id: str) -> Image:
+        return self._image(self._described(image_id), self.clients.region)
 
     def release_command(self, kind: str, resource_id: str) -> str:
         region = f" --region {shlex.quote(self.clients.region)}"

@@ -212,6 +212,15 @@ class BaseImage:
         )
 
 
+def snapshot_ids(image: Mapping[str, Any]) -> list[str]:
+    """The snapshots of every EBS mapping of an image (DescribeImages' form), in order."""
+    return [
+        str(mapping["Ebs"]["SnapshotId"])
+        for mapping in image.get("BlockDeviceMappings", ())
+        if "SnapshotId" in mapping.get("Ebs", {})
+    ]
+
+
 def root_snapshot_id(image: Mapping[str, Any]) -> str | None:
     """The snapshot of an image's root device, if it has one."""
     for mapping in image.get("BlockDeviceMappings", ()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aminator_ng.api import BakeRequest, CloudBackend, EngineSettings, Flag, declared, hookimpl
@@ -185,8 +186,6 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
 def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
     if settings.cloud != CLOUD_NAME:
         return
-    from datetime import UTC, datetime
-
     from aminator_ec2.publishing import Publishing
     from aminator_ec2.volumes import check_volume_settings
 
