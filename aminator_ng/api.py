@@ -39,6 +39,7 @@ from aminator_ng.errors import (
     ConfigError,
     ConflictError,
     HostError,
+    ImageKeptError,
     NotFoundError,
     RequestError,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "HostPackages",
     "HygieneOutcome",
     "Image",
+    "ImageKeptError",
     "ImagePathError",
     "ImageSpec",
     "Leftover",

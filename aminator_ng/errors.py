@@ -6,6 +6,8 @@ fault: 2 for a request that is wrong or a host that cannot run it, 1 for a valid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 EXIT_OK = 0
 EXIT_BAKE_FAILED = 1
 EXIT_BAD_REQUEST = 2
@@ -76,6 +78,15 @@ class CommandError(BakeError):
 
 class CloudError(BakeError):
     """The cloud backend (or the local store) refused or failed an operation."""
+
+
+class ImageKeptError(CloudError):
+    """The image was made whole and is kept, but the bake failed after it: a copy to another
+    region, or the pruning of older images. ``images`` names every image kept, by region."""
+
+    def __init__(self, message: str, *, images: Mapping[str, str], hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.images = dict(images)
 
 
 class BakeTimeoutError(BakeError):

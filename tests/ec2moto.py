@@ -35,6 +35,7 @@ import botocore.config
 import pytest
 from moto.core.responses import ActionResult, BaseResponse
 from moto.ec2.exceptions import InvalidParameterValueError
+from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
@@ -72,6 +73,7 @@ class Call:
     access_key: str = ENGINE_KEY
     status: int = 0
     answer: str = ""
+    region: str = REGION
 
 
 @dataclass
@@ -234,11 +236,11 @@ class MotoEc2:
         self.udev.release()
         self.server.stop()
 
-    def client(self, service: str, access_key: str = FIXTURE_KEY) -> Any:
+    def client(self, service: str, access_key: str = FIXTURE_KEY, region: str = REGION) -> Any:
         """A client for the tests' own calls, signed with ``access_key``."""
         return boto3.client(
             service,
-            region_name=REGION,
+            region_name=region,
             endpoint_url=self.url,
             aws_access_key_id=access_key,
             aws_secret_access_key="testing",
@@ -435,6 +437,7 @@ class MotoEc2:
                     response._get_action(),
                     _request_params(response),
                     access_key=response.get_access_key(),
+                    region=str(response.region),
                 )
                 calls.append(call)
             answer = original_call_action(response)
@@ -463,6 +466,31 @@ class MotoEc2:
             ami.add_tags(_tags_of(params, "image"))
 
         _wrap(monkeypatch, AmisResponse, "register_image", registered)
+
+        def copied(response: Any, result: Any) -> None:
+            # moto's CopyImage keeps only the name and description: the copy gets the source's
+            # root device and attributes, its mappings on the copy's own snapshot, and the tags
+            # and encryption asked for.
+            params = response._get_params()
+            ami = response.ec2_backend.amis[result.result["ImageId"]]
+            source = ec2_backends[response.current_account][params["SourceRegion"]].amis[
+                params["SourceImageId"]
+            ]
+            for attribute in ("root_device_name", "boot_mode", "ena_support", "sriov"):
+                setattr(ami, attribute, getattr(source, attribute, None))
+            ami.root_device_type = "ebs"
+            ami.registered_mappings = [
+                {**m, "Ebs": {**m.get("Ebs", {}), "SnapshotId": ami.ebs_snapshot.id}}
+                if m.get("DeviceName") == source.root_device_name
+                else m
+                for m in getattr(source, "registered_mappings", [])
+            ]
+            ami.add_tags(_tags_of(params, "image"))
+            ami.ebs_snapshot.add_tags(_tags_of(params, "snapshot"))
+            ami.ebs_snapshot.encrypted = params.get("Encrypted") in (True, "true")
+            ami.ebs_snapshot.kms_key_id = params.get("KmsKeyId")
+
+        _wrap(monkeypatch, AmisResponse, "copy_image", copied)
 
         def mappings(ami: Any) -> list[dict[str, Any]]:
             recorded_mappings = getattr(ami, "registered_mappings", None)

@@ -195,6 +195,7 @@ _CREATES = {
     "CreateVolume": ("volume", "vol-", "volumeId"),
     "CreateSnapshot": ("snapshot", "snap-", "snapshotId"),
     "RegisterImage": ("image", "ami-", "imageId"),
+    "CopyImage": ("image", "ami-", "imageId"),
 }
 #: The calls that act on one existing resource, and the parameter that names it.
 _ACTS_ON = {
@@ -302,6 +303,24 @@ def described_tags(answer: str) -> dict[str, dict[str, str]]:
     return found
 
 
+def image_snapshots(answer: str) -> list[tuple[str, str]]:
+    """(image id, snapshot id) for each EBS mapping of each image an EC2 answer describes."""
+    try:
+        root = ElementTree.fromstring(answer)
+    except ElementTree.ParseError:
+        return []
+    pairs: list[tuple[str, str]] = []
+    for container in root.iter():
+        if _local(container) != "imagesSet":
+            continue
+        for item in container:
+            image_id = next((c.text for c in item if _local(c) == "imageId"), None)
+            for element in item.iter():
+                if _local(element) == "snapshotId" and image_id and element.text:
+                    pairs.append((image_id, element.text))
+    return pairs
+
+
 @dataclass(frozen=True)
 class Verdict:
     call: Call
@@ -315,6 +334,9 @@ class Evaluator:
 
     policy: Policy
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: The snapshot tags a CopyImage asked for, by the copy's id: its snapshots get them, and
+    #: are known once an answer shows the copy's mappings.
+    copy_snapshot_tags: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def authorizations(self, call: Call) -> list[Authorization]:
         """What IAM is asked for ``call``; NotModelled for a call this evaluator cannot judge."""
@@ -357,12 +379,16 @@ class Evaluator:
                     for mapping in params.get("BlockDeviceMappings", ())
                     if mapping.get("Ebs", {}).get("SnapshotId")
                 ]
+            elif call.action == "CopyImage":
+                sources = [params["SourceImageId"]]
             asked = [Authorization(action, arn(new), request), *map(on, sources)]
-            if call.action == "CreateVolume":
+            if call.action in ("CreateVolume", "CopyImage"):
                 asked += ebs_kms_authorizations(params)
             if request_tags:
                 tagging = {**request, "ec2:createaction": (call.action,)}
                 asked.append(Authorization("ec2:CreateTags", arn(new), tagging))
+                if call.action == "CopyImage":  # the copy's snapshots are tagged at creation too
+                    asked.append(Authorization("ec2:CreateTags", arn("snap-new"), tagging))
             return asked
         if call.action in ("AttachVolume", "DetachVolume"):
             return [on(params["VolumeId"]), on(params["InstanceId"])]
@@ -391,6 +417,16 @@ class Evaluator:
                 if spec.get("ResourceType") == resource_type
                 for tag in spec.get("Tags", ())
             }
+        if call.action == "CopyImage" and (new := self._created_id(call)):
+            self.copy_snapshot_tags[new] = {
+                tag["Key"]: tag["Value"]
+                for spec in call.params.get("TagSpecifications", ())
+                if spec.get("ResourceType") == "snapshot"
+                for tag in spec.get("Tags", ())
+            }
+        for image_id, snapshot_id in image_snapshots(call.answer):
+            if image_id in self.copy_snapshot_tags:
+                self.tags.setdefault(snapshot_id, self.copy_snapshot_tags[image_id])
         if call.action == "CreateTags":
             for resource_id in call.params["Resources"]:
                 self.tags.setdefault(resource_id, {}).update(_request_tags(call.params))

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from aminator_ng.contract.model import Image, ManifestEntry
-from aminator_ng.errors import AminatorError
+from aminator_ng.errors import AminatorError, ImageKeptError
 from aminator_ng.pipeline.bake import Bake, BakeResult, KeptResource
 from aminator_ng.pipeline.sbom import Sbom
 
@@ -44,6 +44,8 @@ def error_object(
         "bake_id": bake_id,
         "log_path": log_path,
         "preserved": [k.as_dict() for k in kept],
+        # What a late failure kept: an image made whole before a copy failed, say.
+        "images": error.images if isinstance(error, ImageKeptError) else {},
     }
 
 
@@ -53,6 +55,7 @@ def bake_text(result: BakeResult) -> str:
         f"image_id:  {result.image.image_id}",
         f"name:      {result.image.name}",
         f"base:      {result.base.image_id} ({result.base.name})",
+        *(f"copy:      {image_id} in {where}" for where, image_id in result.image.copies.items()),
         f"packages:  {packages}",
         f"installed: {len(result.manifest)} package{'' if len(result.manifest) == 1 else 's'}"
         " in the image",

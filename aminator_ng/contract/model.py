@@ -193,6 +193,13 @@ class Image:
     base_image_id: str | None = None
     #: As the backend reports it; only an ``available`` image can be launched or baked on.
     state: str = "available"
+    #: Its copies elsewhere (other regions), as location -> image id, when the backend knows.
+    copies: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def everywhere(self) -> dict[str, str]:
+        """The image and its copies: location (region) -> image id."""
+        return {self.region: self.image_id, **self.copies}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +214,7 @@ class Image:
             "size_bytes": self.size_bytes,
             "base_image_id": self.base_image_id,
             "state": self.state,
+            "copies": dict(self.copies),
         }
 
 

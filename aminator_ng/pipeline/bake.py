@@ -140,7 +140,7 @@ class BakeResult:
             "image_id": self.image.image_id,
             "name": self.image.name,
             "cloud": self.cloud,
-            "images": {self.image.region: self.image.image_id},
+            "images": self.image.everywhere,
             "state": self.image.state,
             "base_image_id": self.base.image_id,
             "base_image_name": self.base.name,

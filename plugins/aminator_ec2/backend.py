@@ -14,12 +14,20 @@ import platform
 import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from aminator_ec2.aws import AWS_ERRORS, aws_error, call, error_code
+from aminator_ec2.copies import (
+    COPY_REGIONS_TAG,
+    SOURCE_IMAGE_TAG,
+    CopyPlan,
+    CopySource,
+    RegionCopies,
+)
 from aminator_ec2.devices import (
     ATTACHMENT_POINTS,
     find_volume_device,
@@ -43,7 +51,7 @@ from aminator_ec2.publishing import Publishing
 from aminator_ec2.registration import RegistrationOverrides, register_image_request
 from aminator_ec2.sbom import SbomRecords
 from aminator_ec2.volumes import RootVolume
-from aminator_ec2.waiting import poll_until
+from aminator_ec2.waiting import poll_until, wait_until_available
 from aminator_ng.api import (
     CloudBackend,
     CloudError,
@@ -51,6 +59,7 @@ from aminator_ng.api import (
     ConflictError,
     EngineSettings,
     Image,
+    ImageKeptError,
     ImageSpec,
     Leftover,
     LockHeldError,
@@ -72,8 +81,9 @@ BASE_IMAGE_TAG = TAG_PREFIX + "base-image-id"
 GIB = 1 << 30
 #: The states of an instance that still needs its AMI (a stopped one starts from it again).
 INSTANCE_STATES_USING = ("pending", "running", "shutting-down", "stopping", "stopped")
-#: The states of an image that will never become available.
-FAILED_IMAGE_STATES = ("failed", "error", "invalid", "deregistered", "disabled")
+#: The kinds of leftovers in the regions a bake copied to; their ids are ``REGION/ID``.
+COPY = "image copy"
+COPY_SNAPSHOT = "snapshot copy"
 #: AWS says this when another volume holds the attachment point (code InvalidParameterValue).
 POINT_IN_USE = "is already in use"
 
@@ -113,6 +123,7 @@ class Ec2Cloud(CloudBackend):
             settings.home / "ec2" / "sboms", bucket=own.sbom_bucket, prefix=own.sbom_prefix
         )
         self._bases: dict[str, BaseImage] = {}
+        self._regional: dict[str, Any] = {}
 
     # Who and where we are, asked only when needed: listing images needs no instance.
 
@@ -157,6 +168,7 @@ class Ec2Cloud(CloudBackend):
             filters=self.filters,
         )
         self._bases[base.image_id] = base
+        CopyPlan.from_settings(self.ec2_settings, clients.region)
         if self.ec2_settings.public:
             self._check_public_sharing()
         return base.as_image(clients.region)
@@ -369,6 +381,8 @@ class Ec2Cloud(CloudBackend):
                 hint="raise snapshot_timeout in [plugins.ec2]",
             )
             yield Snapshot(snapshot_id, volume.volume_id, int(created["VolumeSize"]) * GIB)
+        except ImageKeptError:
+            raise  # the image made from it is kept, and needs it
         except BaseException:
             call(self.ec2.delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
             log.info("deleted snapshot %s", snapshot_id)
@@ -412,7 +426,10 @@ class Ec2Cloud(CloudBackend):
     @contextlib.contextmanager
     def registered(self, snapshot: Snapshot, spec: ImageSpec, bake_id: str) -> Iterator[Image]:
         base = self._base(spec.base)
+        copy_plan = CopyPlan.from_settings(self.ec2_settings, self.clients.region)
         tags = {**spec.tags, BAKE_ID_TAG: bake_id, BASE_IMAGE_TAG: base.image_id}
+        if copy_plan.regions:
+            tags[COPY_REGIONS_TAG] = " ".join(copy_plan.regions)
         request = register_image_request(
             base,
             snapshot_id=snapshot.snapshot_id,
@@ -438,6 +455,7 @@ class Ec2Cloud(CloudBackend):
             raise
         log.info("registered %s as %s", image_id, spec.name)
         protected = False
+        copies_failed: ImageKeptError | None = None
         try:
             with contextlib.ExitStack() as stack:
                 self._wait_until_available(image_id)
@@ -451,7 +469,27 @@ class Ec2Cloud(CloudBackend):
                     stack.enter_context(
                         self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
                     )
-                yield self.get_image(image_id)
+                copies: dict[str, str] = {}
+                try:
+                    copies = (
+                        {}
+                        if not copy_plan.regions
+                        else self._copies(copy_plan, publishing, bake_id).make(
+                            CopySource(
+                                self.clients.region,
+                                image_id,
+                                spec.name,
+                                spec.description,
+                                tags,
+                                encrypted=self._encrypted(snapshot.snapshot_id),
+                            )
+                        )
+                    )
+                except ImageKeptError as error:
+                    copies_failed = error
+                    stack.pop_all()  # the image is kept, and its manifest and SBOM with it
+                if copies_failed is None:
+                    yield replace(self.get_image(image_id), copies=copies)
         except BaseException:
             if protected:  # asked for, perhaps set before the failure: lifted to deregister
                 call(
@@ -462,34 +500,40 @@ class Ec2Cloud(CloudBackend):
             call(self.ec2.deregister_image, image_id, ImageId=image_id)
             log.info("deregistered %s", image_id)
             raise
+        if copies_failed is not None:
+            raise copies_failed
 
-    def _image_state(self, image_id: str) -> tuple[str, str]:
-        """The image's state, and EC2's reason for it (empty when it gives none)."""
-        answer = call(self.ec2.describe_images, image_id, ImageIds=[image_id])
-        if not answer.get("Images"):
-            return "deregistered", ""
-        image = answer["Images"][0]
-        return str(image.get("State", "")), str(image.get("StateReason", {}).get("Message", ""))
+    def _copies(self, plan: CopyPlan, publishing: Publishing, bake_id: str) -> RegionCopies:
+        snapshot_tags = self._resource_tags(bake_id, "snapshot")
+        return RegionCopies(
+            plan,
+            client_in=self._client_in,
+            bake_id=bake_id,
+            bake_id_tag=BAKE_ID_TAG,
+            snapshot_tags=snapshot_tags,
+            publishing=publishing,
+            timeout_s=self.ec2_settings.copy_timeout,
+        )
+
+    def _client_in(self, region: str) -> Any:
+        """An EC2 client for another region, made once."""
+        if region == self.clients.region:
+            return self.ec2
+        if region not in self._regional:
+            self._regional[region] = ec2_clients(region, retry_mode=self.retry_mode).ec2
+        return self._regional[region]
+
+    def _encrypted(self, snapshot_id: str) -> bool:
+        answer = call(self.ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id])
+        return bool(answer["Snapshots"][0].get("Encrypted")) if answer["Snapshots"] else False
 
     def _wait_until_available(self, image_id: str) -> None:
-        def available() -> bool | None:
-            state, reason = self._image_state(image_id)
-            if state in FAILED_IMAGE_STATES:
-                raise CloudError(
-                    f"image {image_id} is {state}" + (f": {reason}" if reason else ""),
-                    hint="EC2 could not make the image from the snapshot; see the bake log",
-                )
-            return True if state == "available" else None
-
-        poll_until(
-            available,
+        wait_until_available(
+            self.ec2,
+            image_id,
             timeout_s=self.image_timeout_s,
-            what=f"image {image_id} did not become available",
-            first_delay_s=2.0,
-            max_delay_s=30.0,
             hint="raise image_timeout in [plugins.ec2]",
         )
-        log.info("image %s is available", image_id)
 
     def image_manifest(self, image_id: str) -> list[ManifestEntry]:
         return self.manifests.read(self.clients.region, image_id)
@@ -511,42 +555,82 @@ class Ec2Cloud(CloudBackend):
 
     # Removing images.
 
+    def removal_refused(self, image: Image) -> str | None:
+        refusal = self._refusal(self._described(image.image_id), self._copies_of(image))
+        return refusal.message if refusal else None
+
     def remove_image(self, image_id: str) -> int:
-        """Deregister an AMI this engine made and delete the snapshots only it uses. EBS
-        bills snapshots by their changed blocks, which no call reports: the bytes freed are
-        given as 0."""
-        image = self._described(image_id)
-        if BAKE_ID_TAG not in _tag_dict(image):
-            raise RequestError(
-                f"image {image_id} was not made by aminator-ng; it is left alone",
-                hint="aminate removes only the AMIs it baked (tagged aminator-ng:bake-id)",
-            )
-        protection = str(image.get("DeregistrationProtection", "disabled"))
-        if protection != "disabled":
-            raise RequestError(
-                f"image {image_id} is protected from deregistration ({protection})",
-                hint=f"lift it first: aws ec2 disable-image-deregistration-protection "
-                f"--image-id {image_id}",
-            )
-        users = self._instances_using(image_id)
-        if users:
-            raise ConflictError(
-                f"image {image_id} is used by {', '.join(users)}",
-                hint="terminate those instances first, or keep the image",
-            )
-        own = self._snapshots_only_of(image)
-        call(self.ec2.deregister_image, image_id, ImageId=image_id)
-        log.info("deregistered %s", image_id)
-        for snapshot_id in own:
-            self._release_snapshot(snapshot_id)
+        """Deregister an AMI this engine made, and its copies in other regions, and delete the
+        snapshots only they use. EBS bills snapshots by their changed blocks, which no call
+        reports: the bytes freed are given as 0."""
+        described = self._described(image_id)
+        copies = self._copies_of(self._image(described, self.clients.region))
+        refusal = self._refusal(described, copies)
+        if refusal is not None:
+            raise refusal
+        for region, copy in copies.items():
+            self._deregister_with_snapshots(self._client_in(region), copy, region)
+        self._deregister_with_snapshots(self.ec2, described, self.clients.region)
         self.sboms.forget(self.clients.region, image_id)
         self.manifests.forget(self.clients.region, image_id)
         return 0
 
-    def _instances_using(self, image_id: str) -> list[str]:
+    def _copies_of(self, image: Image) -> dict[str, Mapping[str, Any]]:
+        """The AMI's copies in the regions it was copied to, as DescribeImages shows them."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for region in image.tags.get(COPY_REGIONS_TAG, "").split():
+            answer = call(
+                self._client_in(region).describe_images,
+                f"copies of {image.image_id} in {region}",
+                Owners=["self"],
+                Filters=[{"Name": f"tag:{SOURCE_IMAGE_TAG}", "Values": [image.image_id]}],
+            )
+            for copy in answer.get("Images", ()):
+                found[region] = copy
+        return found
+
+    def _refusal(
+        self, image: Mapping[str, Any], copies: Mapping[str, Mapping[str, Any]]
+    ) -> RequestError | None:
+        """Why the AMI and its copies must stay: not made by aminator-ng, protected, in use."""
+        image_id = str(image["ImageId"])
+        if BAKE_ID_TAG not in _tag_dict(image):
+            return RequestError(
+                f"image {image_id} was not made by aminator-ng; it is left alone",
+                hint="aminate removes only the AMIs it baked (tagged aminator-ng:bake-id)",
+            )
+        every = [(self.clients.region, image), *copies.items()]
+        for region, described in every:
+            protection = str(described.get("DeregistrationProtection", "disabled"))
+            if protection != "disabled":
+                which = str(described["ImageId"])
+                return RequestError(
+                    f"image {which} in {region} is protected from deregistration ({protection})",
+                    hint=f"lift it first: aws ec2 disable-image-deregistration-protection "
+                    f"--image-id {which} --region {region}",
+                )
+        for region, described in every:
+            users = self._instances_using(self._client_in(region), str(described["ImageId"]))
+            if users:
+                return ConflictError(
+                    f"image {described['ImageId']} in {region} is used by {', '.join(users)}",
+                    hint="terminate those instances first, or keep the image",
+                )
+        return None
+
+    def _deregister_with_snapshots(self, ec2: Any, image: Mapping[str, Any], region: str) -> None:
+        image_id = str(image["ImageId"])
+        own = self._snapshots_only_of(ec2, image)
+        call(ec2.deregister_image, image_id, ImageId=image_id)
+        log.info("deregistered %s in %s", image_id, region)
+        for snapshot_id in own:
+            self._release_snapshot(snapshot_id, ec2)
+
+    @staticmethod
+    def _instances_using(ec2: Any, image_id: str) -> list[str]:
         """The instances, running or stopped, launched from the image: ``i-... (running)``."""
         answer = call(
-            self.ec2.describe_instances,
+            ec2.describe_instances,
             f"launched from {image_id}",
             Filters=[
                 {"Name": "image-id", "Values": [image_id]},
@@ -559,11 +643,12 @@ class Ec2Cloud(CloudBackend):
             for instance in reservation.get("Instances", ())
         ]
 
-    def _snapshots_only_of(self, image: Mapping[str, Any]) -> list[str]:
+    @staticmethod
+    def _snapshots_only_of(ec2: Any, image: Mapping[str, Any]) -> list[str]:
         """The image's snapshots that a bake made and no other of this account's AMIs uses."""
         # Every AMI of the account, scanned here: not every endpoint filters DescribeImages by
         # block-device-mapping.snapshot-id.
-        images = call(self.ec2.describe_images, "of this account", Owners=["self"])["Images"]
+        images = call(ec2.describe_images, "of this account", Owners=["self"])["Images"]
         used_elsewhere = {
             snapshot_id
             for other in images
@@ -572,9 +657,9 @@ class Ec2Cloud(CloudBackend):
         }
         own = []
         for snapshot_id in (s for s in snapshot_ids(image) if s not in used_elsewhere):
-            snapshots = call(
-                self.ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id]
-            ).get("Snapshots", [])
+            snapshots = call(ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id]).get(
+                "Snapshots", []
+            )
             if snapshots and BAKE_ID_TAG in _tag_dict(snapshots[0]):  # not the base's
                 own.append(snapshot_id)
         return own
@@ -610,6 +695,53 @@ class Ec2Cloud(CloudBackend):
             for snapshot in snapshots
             if snapshot["SnapshotId"] not in in_use
         ]
+        return found + self._copy_leftovers(bake_id)
+
+    def _copy_leftovers(self, bake_id: str) -> list[Leftover]:
+        """In the regions the bake's AMI was being copied to: copies that never became
+        available, and snapshots no copy uses. A copy that is available is an image, kept."""
+        answer = call(
+            self.ec2.describe_images,
+            f"of bake {bake_id}",
+            Owners=["self"],
+            Filters=self._bake_filter(bake_id),
+        )
+        regions = {
+            region
+            for image in answer.get("Images", ())
+            for region in _tag_dict(image).get(COPY_REGIONS_TAG, "").split()
+        }
+        found: list[Leftover] = []
+        for region in sorted(regions):
+            ec2 = self._client_in(region)
+            images = call(
+                ec2.describe_images,
+                f"of bake {bake_id} in {region}",
+                Owners=["self"],
+                Filters=self._bake_filter(bake_id),
+            ).get("Images", [])
+            found += [
+                Leftover(COPY, f"{region}/{image['ImageId']}", str(image.get("State", "")))
+                for image in images
+                if image.get("State") != "available"
+            ]
+            used = {
+                s
+                for image in images
+                if image.get("State") == "available"
+                for s in snapshot_ids(image)
+            }
+            snapshots = call(
+                ec2.describe_snapshots,
+                f"of bake {bake_id} in {region}",
+                OwnerIds=["self"],
+                Filters=self._bake_filter(bake_id),
+            ).get("Snapshots", [])
+            found += [
+                Leftover(COPY_SNAPSHOT, f"{region}/{snapshot['SnapshotId']}", region)
+                for snapshot in snapshots
+                if snapshot["SnapshotId"] not in used
+            ]
         return found
 
     def _snapshots_of_images_of(self, bake_id: str) -> set[str]:
@@ -629,8 +761,28 @@ class Ec2Cloud(CloudBackend):
             self._release_volume(leftover.resource_id)
         elif leftover.kind == "snapshot":
             self._release_snapshot(leftover.resource_id)
+        elif leftover.kind in (COPY, COPY_SNAPSHOT):
+            region, _, resource_id = leftover.resource_id.partition("/")
+            ec2 = self._client_in(region)
+            if leftover.kind == COPY_SNAPSHOT:
+                self._release_snapshot(resource_id, ec2)
+            else:
+                self._release_copy(ec2, resource_id)
         else:
             super().release_leftover(leftover)
+
+    def _release_copy(self, ec2: Any, image_id: str) -> None:
+        try:
+            answer = call(ec2.describe_images, image_id, ImageIds=[image_id])
+        except CloudError as error:
+            if "InvalidAMIID" not in error.message:
+                raise
+            return  # gone already
+        for image in answer.get("Images", ()):
+            if str(image.get("DeregistrationProtection", "disabled")) != "disabled":
+                call(ec2.disable_image_deregistration_protection, image_id, ImageId=image_id)
+            call(ec2.deregister_image, image_id, ImageId=image_id)
+            log.info("deregistered the copy %s", image_id)
 
     def _release_volume(self, volume_id: str) -> None:
         try:
@@ -639,9 +791,9 @@ class Ec2Cloud(CloudBackend):
             if "InvalidVolume.NotFound" not in error.message:
                 raise
 
-    def _release_snapshot(self, snapshot_id: str) -> None:
+    def _release_snapshot(self, snapshot_id: str, ec2: Any = None) -> None:
         try:
-            call(self.ec2.delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
+            call((ec2 or self.ec2).delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
         except CloudError as error:
             if "InvalidSnapshot.NotFound" in error.message:
                 return
@@ -698,10 +850,14 @@ class Ec2Cloud(CloudBackend):
         return self._image(self._described(image_id), self.clients.region)
 
     def release_command(self, kind: str, resource_id: str) -> str:
-        region = f" --region {shlex.quote(self.clients.region)}"
+        if kind in (COPY, COPY_SNAPSHOT):
+            where, _, resource_id = resource_id.partition("/")
+        else:
+            where = self.clients.region
+        region = f" --region {shlex.quote(where)}"
         quoted = shlex.quote(resource_id)
         if kind == "volume":
             return f"aws ec2 delete-volume --volume-id {quoted}{region}"
-        if kind == "snapshot":
+        if kind in ("snapshot", COPY_SNAPSHOT):
             return f"aws ec2 delete-snapshot --snapshot-id {quoted}{region}"
         return f"aws ec2 deregister-image --image-id {quoted}{region}"

@@ -95,6 +95,23 @@ class Ec2Settings:
     allow_public: bool = declared(
         bool, False, "whether --public is allowed on this host or environment"
     )
+    copy_to: tuple[str, ...] = declared(
+        list,
+        (),
+        "copy the new AMI, with its name, description and tags, into this region too; the copy "
+        "is shared, deprecated and protected as the AMI is",
+        flags=(Flag(("--copy-to",), metavar="REGION"),),
+    )
+    region_kms_key: Mapping[str, str] = declared(
+        dict,
+        {},
+        "encrypt the copy in REGION with this KMS key of that region (default: as the AMI is, "
+        "with that region's default EBS key)",
+        flags=(Flag(("--region-kms-key",), metavar="REGION=KEY"),),
+    )
+    copy_timeout: float = declared(
+        float, 7200.0, "seconds to wait for the copies in other regions to become available"
+    )
     deprecate_in: str | None = declared(
         str,
         None,
@@ -186,9 +203,11 @@ def aminator_cloud_backend(name: str, settings: EngineSettings) -> CloudBackend 
 def aminator_check_request(request: BakeRequest, settings: EngineSettings) -> None:
     if settings.cloud != CLOUD_NAME:
         return
+    from aminator_ec2.copies import CopyPlan
     from aminator_ec2.publishing import Publishing
     from aminator_ec2.volumes import check_volume_settings
 
     own = settings.of(Ec2Settings)
     check_volume_settings(own)
     Publishing.from_settings(own, datetime.now(UTC))
+    CopyPlan.from_settings(own)

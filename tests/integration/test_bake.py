@@ -43,7 +43,7 @@ SUCCESS_KEYS = {
     "duration_s",
     "log_path",
 }
-FAILURE_KEYS = {"error", "exit_code", "bake_id", "log_path", "preserved"}
+FAILURE_KEYS = {"error", "exit_code", "bake_id", "log_path", "preserved", "images"}
 
 
 def file_state(path: Path) -> tuple[str, str | bytes, int]:

@@ -206,7 +206,7 @@ def test_missing_package_file_json_failure_object(
     outcome = aminate("--output", "json", "-b", "nosuch", "./missing.deb")
     assert_request_error(outcome, "missing.deb")
     data = outcome.json()
-    assert set(data) == {"error", "exit_code", "bake_id", "log_path", "preserved"}
+    assert set(data) == {"error", "exit_code", "bake_id", "log_path", "preserved", "images"}
     assert set(data["error"]) == {"message", "hint", "step"}
     assert data["exit_code"] == 2
     assert data["error"]["step"] == "read_packages"
@@ -222,7 +222,7 @@ def test_missing_package_file_json_whoever_runs_it(aminate: Aminate) -> None:
     outcome = aminate("--output", "json", "-b", "nosuch", "./missing.deb")
     assert outcome.code == 2
     data = outcome.json()
-    assert set(data) == {"error", "exit_code", "bake_id", "log_path", "preserved"}
+    assert set(data) == {"error", "exit_code", "bake_id", "log_path", "preserved", "images"}
     assert set(data["error"]) == {"message", "hint", "step"}
     assert data["exit_code"] == 2
 

@@ -171,11 +171,11 @@ def states_then(
     available at once); the polls are not slept between."""
     asked: list[tuple[str, str]] = []
 
-    def image_state(self: Ec2Cloud, image_id: str) -> tuple[str, str]:
+    def image_state(ec2: object, image_id: str) -> tuple[str, str]:
         asked.append(states[min(len(asked), len(states) - 1)])
         return asked[-1]
 
-    monkeypatch.setattr(Ec2Cloud, "_image_state", image_state)
+    monkeypatch.setattr("aminator_ec2.waiting.image_state", image_state)
     monkeypatch.setattr("aminator_ec2.waiting.time.sleep", lambda seconds: None)
     return asked
 

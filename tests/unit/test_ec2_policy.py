@@ -263,8 +263,9 @@ def test_tags_are_granted_at_creation_only(moto: MotoEc2, baked: Image, policy: 
     )
     assert tagged_at_creation == sorted(CREATED_TYPE)
     [at_creation] = policy.granting("ec2:CreateTags")
+    # CopyImage too: what a bake with --copy-to makes (judged in test_ec2_copies.py).
     assert at_creation.conditions == {
-        "StringEquals": {"ec2:CreateAction": tuple(tagged_at_creation)}
+        "StringEquals": {"ec2:CreateAction": tuple(sorted([*tagged_at_creation, "CopyImage"]))}
     }
     assert sorted(at_creation.resources) == sorted(
         ["arn:aws:ec2:*:*:volume/*", "arn:aws:ec2:*::snapshot/*", "arn:aws:ec2:*::image/*"]
