@@ -28,7 +28,7 @@ from aminator_ng.contract.model import (
 )
 from aminator_ng.contract.provisioner import Provisioner, staged_package_files
 from aminator_ng.contract.request import BakeRequest
-from aminator_ng.contract.settings import EngineSettings, Flag, Setting, declared
+from aminator_ng.contract.settings import EngineSettings, Flag, Setting, declared, parse_duration
 from aminator_ng.errors import (
     AminatorError,
     BakeError,
@@ -122,6 +122,7 @@ __all__ = [
     "hookimpl",
     "loop_device",
     "loop_devices_over",
+    "parse_duration",
     "partial_path",
     "partition_nodes",
     "probe",

@@ -36,7 +36,9 @@ from aminator_ng.commands.output import (
     image_text,
     images_text,
     json_value,
+    plan_text,
     print_json,
+    prune_text,
     report_failure,
     sbom_text,
 )
@@ -51,7 +53,7 @@ from aminator_ng.contract.base_creator import BaseCreator
 from aminator_ng.contract.cloud import CloudBackend, lineage
 from aminator_ng.contract.plugins import Hooks, load_plugins
 from aminator_ng.contract.request import BAKE_SETTINGS, BakeRequest
-from aminator_ng.contract.settings import EngineSettings
+from aminator_ng.contract.settings import EngineSettings, parse_duration
 from aminator_ng.errors import (
     EXIT_BAD_REQUEST,
     EXIT_BAKE_FAILED,
@@ -69,6 +71,7 @@ from aminator_ng.pipeline.bake import Bake, new_bake_id
 from aminator_ng.pipeline.host_seam import require_root
 from aminator_ng.pipeline.package_cache import PackageCache
 from aminator_ng.pipeline.recovery import bake_records, clean_up
+from aminator_ng.pipeline.retention import Retention, prune
 from aminator_ng.pipeline.sbom import stored_sbom
 
 log = logging.getLogger("aminator_ng")
@@ -249,6 +252,10 @@ def bake(ctx: click.Context, /, packages: tuple[str, ...], **options: Any) -> No
         )
     request = BakeRequest.from_settings(effective["base_ami"], packages, effective)
     cloud = app.cloud
+    if request.dry_run:
+        plan = Bake(request, app.settings, app.hooks, cloud).plan()
+        app.emit(plan, plan_text(plan))
+        return
     bake_id = new_bake_id()
     log_path = app.settings.log_dir / f"{bake_id}.log"
     handler = open_bake_log(log_path)
@@ -450,6 +457,46 @@ def images_rm(ctx: click.Context, image_id: str) -> None:
     app.emit(
         {"image_id": image_id, "freed_bytes": freed},
         f"removed {image_id}, freed {freed / 2**20:.1f} MiB",
+    )
+
+
+@images.command("prune", context_settings={"help_option_names": ["--help"]})
+@click.option(
+    "--keep", type=click.IntRange(min=1), required=True, metavar="N", help="Newest images kept."
+)
+@click.option("--family", metavar="NAME", help="Only this family (default: every family).")
+@click.option(
+    "--older-than", metavar="DURATION", help="Remove only images older than this: 36h, 90d, 12w."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@global_options
+@click.pass_context
+def images_prune(
+    ctx: click.Context, keep: int, family: str | None, older_than: str | None, dry_run: bool
+) -> None:
+    """Keep the newest N images of each family, and remove the older ones that are not
+    protected, in use, or base images. A family is PACKAGE/BASE_FAMILY, from the family_tag
+    tag bakes set."""
+    app = App(ctx)
+    cloud = app.cloud
+    retention = Retention(
+        keep,
+        app.settings.family_tag,
+        family=family,
+        older_than=parse_duration(older_than, "--older-than") if older_than else None,
+    )
+    decisions = retention.plan(
+        cloud.list_images(), now=datetime.now(UTC), refused=cloud.removal_refused
+    )
+    done = prune(cloud, decisions, dry_run=dry_run)
+    app.emit(
+        {
+            "dry_run": dry_run,
+            "keep": keep,
+            "family_tag": app.settings.family_tag,
+            "images": [decision.as_dict() for decision in done],
+        },
+        prune_text(done, dry_run),
     )
 
 

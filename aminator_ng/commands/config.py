@@ -21,6 +21,7 @@ from typing import Any
 from aminator_ng.contract.request import BAKE_SETTINGS
 from aminator_ng.contract.settings import (
     DEFAULT_CLOUD,
+    DEFAULT_FAMILY_TAG,
     DEFAULT_HOME,
     DEFAULT_LOG_DIR,
     Declarations,
@@ -62,6 +63,13 @@ GLOBAL_SETTINGS = (
         Path,
         None,
         "The package cache bakes share (default: the cache directory under home).",
+    ),
+    Setting(
+        "family_tag",
+        str,
+        DEFAULT_FAMILY_TAG,
+        "The tag whose value names an image's family, for retention (images prune, --keep); "
+        "bakes set it to PACKAGE/BASE_FAMILY unless a tag of that name is given.",
     ),
 )
 #: What an ``[environments.NAME]`` table chooses, besides its own bake and plugins tables.
@@ -421,6 +429,7 @@ def engine_settings(
             else None
         ),
         cloud=effective.value("global", "cloud"),
+        family_tag=effective.value("global", "family_tag"),
         output=output,
         debug=debug,
         quiet=quiet,

@@ -14,6 +14,7 @@ import click
 from aminator_ng.contract.model import Image, ManifestEntry
 from aminator_ng.errors import AminatorError, ImageKeptError
 from aminator_ng.pipeline.bake import Bake, BakeResult, KeptResource
+from aminator_ng.pipeline.retention import REMOVE, REMOVED, Decision
 from aminator_ng.pipeline.sbom import Sbom
 
 log = logging.getLogger("aminator_ng")
@@ -73,6 +74,41 @@ def images_text(images: Sequence[Image]) -> str:
     rows += [(i.image_id, i.name, i.created.isoformat().replace("+00:00", "Z")) for i in images]
     widths = [max(len(row[col]) for row in rows) for col in range(2)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows)
+
+
+def plan_text(plan: Mapping[str, Any]) -> str:
+    """A dry run's plan, one fact a line; the cloud's own part as it gives it."""
+    base = plan["base"]
+    size = plan["root_volume_size_bytes"]
+    lines = [
+        "dry run: nothing was made",
+        f"base:      {base['image_id']} ({base['name']})",
+        f"packages:  {' '.join(plan['packages'])}",
+        f"name:      {plan['name']}" + ("" if plan["name_is_final"] else " (before the install)"),
+        f"volume:    {size / 2**30:g} GiB" if size else "volume:    the base's size",
+        *(f"tag:       {key}={value}" for key, value in plan["tags"].items()),
+        *(
+            f"would prune: {d['image_id']} ({d['name']}): {d['reason']}"
+            for d in plan["would_prune"]
+        ),
+        *(
+            f"{plan['cloud']}: {key}: {json.dumps(value)}"
+            for key, value in plan[plan["cloud"]].items()
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def prune_text(decisions: Sequence[Decision], dry_run: bool) -> str:
+    if not decisions:
+        return "no image is in a family"
+    lines = [
+        ("would remove" if dry_run and d.action == REMOVE else d.action)
+        + f" {d.image.image_id} ({d.image.name}, {d.family})"
+        + ("" if d.action in (REMOVE, REMOVED) else f": {d.reason}")
+        for d in decisions
+    ]
+    return "\n".join(lines)
 
 
 def image_text(

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from aminator_ng.contract.model import Image, ImageSpec, ManifestEntry, Snapshot, Volume
 from aminator_ng.errors import NotFoundError, RequestError
@@ -89,6 +89,12 @@ class CloudBackend(abc.ABC):
             yield volume
         finally:
             self.delete_volume(volume)
+
+    def plan(self, base: Image, *, size_bytes: int | None, bake_id: str) -> dict[str, Any]:
+        """``--dry-run``: what the backend would make for a bake on ``base``, as JSON-ready
+        data, making nothing. A backend checks here what it can without making anything (room
+        in a store, the host's permissions), raising the error the bake would meet."""
+        return {}
 
     @abc.abstractmethod
     def attached(self, volume: Volume, bake_id: str) -> AbstractContextManager[Path]:
@@ -166,6 +172,11 @@ class CloudBackend(abc.ABC):
         Raise ConflictError while a running bake uses it.
         """
         raise NotSupportedError(f"removing images is not supported on {self.name}")
+
+    def removal_refused(self, image: Image) -> str | None:
+        """Why retention must leave the image alone, or None: it is protected, in use, or not
+        made by a bake. ``remove_image`` refuses these too; this only asks."""
+        return None
 
     def disk_usage(self, image: Image) -> int | None:
         """The bytes an image's data takes in the backend's storage, if it can tell."""

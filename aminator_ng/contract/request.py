@@ -105,6 +105,22 @@ class BakeRequest:
         minimum=1,
         flags=(Flag(("--root-volume-size",), metavar="GIB"),),
     )
+    keep: int | None = declared(
+        int,
+        None,
+        "Once the bake succeeds, keep the newest N images of its family and remove the older "
+        "ones that nothing protects or uses (see images prune).",
+        minimum=1,
+        flags=(Flag(("--keep",), metavar="N"),),
+    )
+    dry_run: bool = declared(
+        bool,
+        False,
+        "Check the request and print the plan: the base, the volume, the name, the tags, the "
+        "cloud's plan and what --keep would remove; nothing is made.",
+        flag=True,
+        negatable=False,
+    )
     install_timeout: int = declared(
         int,
         3600,

@@ -11,16 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aminator_ng.errors import ConfigError
+from aminator_ng.errors import ConfigError, RequestError
 
 T = TypeVar("T")
 
 DEFAULT_HOME = Path("/var/lib/aminator-ng")
 DEFAULT_LOG_DIR = Path("/var/log/aminator-ng")
 DEFAULT_CLOUD = "local"
+DEFAULT_FAMILY_TAG = "family"
 _SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -223,6 +225,20 @@ def parse_tag(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+DURATION = re.compile(r"(\d+)([hdw])")
+DURATION_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def parse_duration(text: str, flag: str) -> timedelta:
+    """A duration in hours, days or weeks: ``36h``, ``90d``, ``12w``."""
+    found = DURATION.fullmatch(text.strip())
+    if found is None or int(found.group(1)) == 0:
+        raise RequestError(
+            f"{flag} {text!r} is not a duration", hint="write hours, days or weeks: 36h, 90d, 12w"
+        )
+    return int(found.group(1)) * DURATION_UNITS[found.group(2)]
+
+
 def variable_name(*parts: str) -> str:
     """The ``AMINATOR_*`` variable of a setting: ``AMINATOR_BAKE_SUFFIX``, ``AMINATOR_HOME``."""
     return "_".join(["AMINATOR", *(re.sub(r"[^A-Za-z0-9]", "_", p).upper() for p in parts)])
@@ -273,6 +289,8 @@ class EngineSettings:
     typed: Mapping[type, Any] = field(default_factory=dict)
     #: Where the package cache is; None: ``cache`` under home.
     package_cache_dir: Path | None = None
+    #: The tag that names an image's family, for retention.
+    family_tag: str = DEFAULT_FAMILY_TAG
 
     @property
     def cache_dir(self) -> Path:

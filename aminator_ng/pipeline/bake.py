@@ -42,7 +42,14 @@ from aminator_ng.contract.plugins import Hooks, require_provisioner
 from aminator_ng.contract.provisioner import Provisioner
 from aminator_ng.contract.request import BakeRequest
 from aminator_ng.contract.settings import EngineSettings
-from aminator_ng.errors import BakeError, Interrupted, NotFoundError, RequestError
+from aminator_ng.errors import (
+    AminatorError,
+    BakeError,
+    ImageKeptError,
+    Interrupted,
+    NotFoundError,
+    RequestError,
+)
 from aminator_ng.host.chroot import Chroot
 from aminator_ng.host.grow import GROW_TOOLS
 from aminator_ng.host.osrelease import read_os_release
@@ -58,6 +65,7 @@ from aminator_ng.pipeline.repositories import (
     parse_repositories,
     read_repositories,
 )
+from aminator_ng.pipeline.retention import KEPT, Decision, Retention, image_family, prune
 from aminator_ng.pipeline.sbom import Sbom, prepare_meanwhile
 from aminator_ng.pipeline.secret_scan import (
     SECRET_KINDS,
@@ -133,6 +141,8 @@ class BakeResult:
     steps: list[Any]
     duration_s: float
     log_path: Path | None
+    #: With ``--keep``: what retention removed, and what it skipped and why.
+    pruned: tuple[Decision, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +164,7 @@ class BakeResult:
             "steps": [s.as_dict() for s in self.steps],
             "duration_s": round(self.duration_s, 3),
             "log_path": str(self.log_path) if self.log_path else None,
+            "pruned": [d.as_dict() for d in self.pruned if d.action != KEPT],
         }
 
 
@@ -321,6 +332,7 @@ class Bake:
             log.warning("%s came after the image was complete; it is kept", interrupted)
         state = self
         assert state.image is not None and state.base is not None
+        pruned = self._prune_family(state.image) if self.request.keep is not None else []
         return BakeResult(
             bake_id=self.bake_id,
             image=state.image,
@@ -336,7 +348,102 @@ class Bake:
             steps=self.steps.timings,
             duration_s=time.monotonic() - began,
             log_path=self.log_path,
+            pruned=tuple(pruned),
         )
+
+    def plan(self) -> dict[str, Any]:
+        """``--dry-run``: the request checked as the bake would check it before acquiring
+        anything, and what the bake would make, as JSON-ready data. Nothing is created,
+        attached or mounted; a wrong request raises the error the bake would."""
+        self.host.require("aminate bake", [*ENGINE_TOOLS, *self.cloud.required_tools()])
+        with self.steps.step("read_packages"):
+            self.read_packages()
+        with self.steps.step("resolve_base"):
+            self.resolve_base()
+        base = self.base
+        assert base is not None
+        size_bytes = self._volume_size_bytes()
+        first = self.requests[0]
+        # What is known before the install: a named package's version is not, nor the distro.
+        known = tuple(
+            r.info or PackageInfo(r.name, r.pinned_version or "", "", "") for r in self.requests
+        )
+        facts = BakeFacts(
+            bake_id=self.bake_id,
+            started=self.started,
+            base=base,
+            packages=known,
+            manifest=(),
+            distro=Distro(family="", os_id=""),
+            name_template=self.request.name_template,
+            suffix=self.request.suffix,
+            extra_tags=dict(self.request.tags),
+            engine_version=__version__,
+            settings=self.settings,
+        )
+        name = sanitize_image_name(self.hooks.image_name(facts) or "")
+        if first.is_file and name:
+            self.cloud.check_name_available(name)
+        family_tag = self.settings.family_tag
+        tags = {family_tag: image_family(first.name, base, family_tag), **self.request.tags}
+        cloud_plan = self.cloud.plan(base, size_bytes=size_bytes, bake_id=self.bake_id)
+        would_prune: list[Decision] = []
+        if self.request.keep is not None:
+            retention = Retention(self.request.keep, family_tag, family=tags[family_tag])
+            would_prune = retention.plan(
+                self.cloud.list_images(),
+                now=datetime.now(UTC),
+                refused=self.cloud.removal_refused,
+                incoming=1,
+            )
+        return {
+            "dry_run": True,
+            "cloud": self.cloud.name,
+            "base": base.as_dict(),
+            "packages": [r.spec for r in self.requests],
+            "repositories": [r.spec for r in self.repositories],
+            "root_volume_size_bytes": size_bytes or base.size_bytes,
+            "name": name,
+            # A named package's version, and the distro, are known only after the install.
+            "name_is_final": first.is_file,
+            "tags": tags,
+            "keep": self.request.keep,
+            "would_prune": [d.as_dict() for d in would_prune if d.action != KEPT],
+            self.cloud.name: cloud_plan,
+        }
+
+    def retention(self) -> Retention:
+        assert self.request.keep is not None
+        return Retention(self.request.keep, self.settings.family_tag, family=self.family)
+
+    def _prune_family(self, image: Image) -> list[Decision]:
+        """``--keep``: the family's older images removed, once the new one is complete. A
+        failure leaves the new image as it is, and says so."""
+        try:
+            with self.steps.step("prune"):
+                decisions = self.retention().plan(
+                    self.cloud.list_images(),
+                    now=datetime.now(UTC),
+                    refused=self.cloud.removal_refused,
+                    spare={image.image_id},
+                )
+                done = prune(self.cloud, decisions, dry_run=False)
+        except AminatorError as error:
+            raise ImageKeptError(
+                error.message,
+                images=image.everywhere,
+                hint=f"the new image is complete; prune again with: aminate images prune "
+                f"--keep {self.request.keep} --family {self.family}",
+            ) from error
+        for decision in done:
+            if decision.action != KEPT:
+                log.info("prune: %s", decision.describe())
+        return done
+
+    @property
+    def family(self) -> str | None:
+        """The family the new image is tagged with, once it is named."""
+        return self.spec.tags.get(self.settings.family_tag) if self.spec else None
 
     # The steps, in the order BAKE_PIPELINE runs them.
 
@@ -354,11 +461,12 @@ class Bake:
         log.info("base image %s (%s)", base.image_id, base.name)
         self.base = base
 
-    def create_volume(self) -> Volume:
+    def _volume_size_bytes(self) -> int | None:
+        """The size ``--root-volume-size`` asks for; None: the base's."""
         assert self.base is not None
         size_gib = self.request.root_volume_size
         if size_gib is None:
-            return self.cloud.create_volume(self.base, self.bake_id)
+            return None
         base_size = self.base.size_bytes
         if base_size is not None and size_gib * GIB < base_size:
             raise RequestError(
@@ -366,7 +474,14 @@ class Bake:
                 f"{self.base.image_id}: {base_size / GIB:g} GiB",
                 hint="a root volume can only grow",
             )
-        return self.cloud.create_volume(self.base, self.bake_id, size_bytes=size_gib * GIB)
+        return size_gib * GIB
+
+    def create_volume(self) -> Volume:
+        assert self.base is not None
+        size_bytes = self._volume_size_bytes()
+        if size_bytes is None:
+            return self.cloud.create_volume(self.base, self.bake_id)
+        return self.cloud.create_volume(self.base, self.bake_id, size_bytes=size_bytes)
 
     def delete_volume(self, volume: Volume) -> None:
         self.cloud.delete_volume(volume)
@@ -567,7 +682,9 @@ class Bake:
             raise RequestError("no finalizer plugin named the image", hint="see 'aminate plugins'")
         name = sanitize_image_name(named)
         self.cloud.check_name_available(name)
+        family_tag = self.settings.family_tag
         tags = {
+            family_tag: image_family(state.packages[0].name, state.base, family_tag),
             **self.hooks.image_tags(facts),
             **state.provisioner.image_tags(),
             **hygiene_tag([o for o in self.hygiene if o.rule != HOST_FILE_COPIES]),

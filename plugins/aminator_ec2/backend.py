@@ -36,6 +36,7 @@ from aminator_ec2.devices import (
     taken_in_ec2,
     taken_locally,
 )
+from aminator_ec2.dry_run import AskedCall, check_permissions
 from aminator_ec2.identity import InstanceIdentity, instance_identity
 from aminator_ec2.images import (
     BaseImage,
@@ -225,8 +226,9 @@ class Ec2Cloud(CloudBackend):
         AMI's root's."""
         return RootVolume.chosen(self.ec2_settings, base.root_ebs)
 
-    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
-        ec2_base = self._base(base)
+    def _volume_request(
+        self, ec2_base: BaseImage, bake_id: str, size_bytes: int | None
+    ) -> dict[str, Any]:
         root = self.root_volume(ec2_base)
         root.check()
         request: dict[str, Any] = {
@@ -242,6 +244,11 @@ class Ec2Cloud(CloudBackend):
         sizes = [ec2_base.root_volume_size_gib, -(-size_bytes // GIB) if size_bytes else None]
         if any(size is not None for size in sizes):
             request["Size"] = max(size for size in sizes if size is not None)
+        return request
+
+    def create_volume(self, base: Image, bake_id: str, *, size_bytes: int | None = None) -> Volume:
+        ec2_base = self._base(base)
+        request = self._volume_request(ec2_base, bake_id, size_bytes)
         created = call(self.ec2.create_volume, f"from {ec2_base.root_snapshot_id}", **request)
         volume_id = str(created["VolumeId"])
         log.info("volume %s from snapshot %s", volume_id, ec2_base.root_snapshot_id)
@@ -526,6 +533,76 @@ class Ec2Cloud(CloudBackend):
     def _encrypted(self, snapshot_id: str) -> bool:
         answer = call(self.ec2.describe_snapshots, snapshot_id, SnapshotIds=[snapshot_id])
         return bool(answer["Snapshots"][0].get("Encrypted")) if answer["Snapshots"] else False
+
+    def plan(self, base: Image, *, size_bytes: int | None, bake_id: str) -> dict[str, Any]:
+        ec2_base = self._base(base)
+        volume = self._volume_request(ec2_base, bake_id, size_bytes)
+        root = self.root_volume(ec2_base)
+        publishing = Publishing.from_settings(self.ec2_settings, datetime.now(UTC))
+        copy_plan = CopyPlan.from_settings(self.ec2_settings, self.clients.region)
+        encrypted = root.encrypted or bool(
+            call(
+                self.ec2.describe_snapshots,
+                ec2_base.root_snapshot_id,
+                SnapshotIds=[ec2_base.root_snapshot_id],
+            )["Snapshots"][0].get("Encrypted")
+        )
+        tags = {BAKE_ID_TAG: bake_id, BASE_IMAGE_TAG: ec2_base.image_id}
+        register = register_image_request(
+            ec2_base,
+            snapshot_id=ec2_base.root_snapshot_id,
+            name=f"aminator-ng-dry-run-{bake_id}",
+            description="dry run",
+            tags=tags,
+            volume_size_gib=volume.get("Size"),
+            root_performance=root.performance(),
+            uefi_data=None,
+            overrides=self.overrides,
+        )
+        asked = [
+            AskedCall("CreateVolume", self.clients.region, self.ec2.create_volume, volume),
+            AskedCall("RegisterImage", self.clients.region, self.ec2.register_image, register),
+        ]
+        asked += [
+            AskedCall(
+                "CopyImage",
+                region,
+                self._client_in(region).copy_image,
+                {
+                    "SourceRegion": self.clients.region,
+                    "SourceImageId": ec2_base.image_id,
+                    "Name": f"aminator-ng-dry-run-{bake_id}",
+                    "TagSpecifications": [{"ResourceType": "image", "Tags": _tags(tags)}],
+                    **copy_plan.encryption(region, encrypted=encrypted),
+                },
+            )
+            for region in copy_plan.regions
+        ]
+        return {
+            "region": self.clients.region,
+            "availability_zone": volume["AvailabilityZone"],
+            "volume": {
+                "size_gib": volume.get("Size"),
+                "type": volume["VolumeType"],
+                "iops": volume.get("Iops"),
+                "throughput": volume.get("Throughput"),
+                "encrypted": encrypted,
+                "kms_key_id": volume.get("KmsKeyId"),
+            },
+            "copies": {
+                region: copy_plan.encryption(region, encrypted=encrypted)
+                for region in copy_plan.regions
+            },
+            "launch_permissions": publishing.launch_permissions(),
+            "deprecate_at": (
+                publishing.deprecate_at.isoformat().replace("+00:00", "Z")
+                if publishing.deprecate_at
+                else None
+            ),
+            "protect": publishing.protect,
+            "protect_cooldown": publishing.protect_cooldown,
+            "permissions_checked": check_permissions(asked),
+        }
 
     def _wait_until_available(self, image_id: str) -> None:
         wait_until_available(

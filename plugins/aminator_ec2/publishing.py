@@ -13,7 +13,7 @@ from typing import Any
 
 from aminator_ec2.aws import call
 from aminator_ec2.plugin import Ec2Settings
-from aminator_ng.api import RequestError
+from aminator_ng.api import RequestError, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +23,8 @@ UNIT = re.compile(
     r"arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}"
 )
 SHARE_HINT = "--share-with takes a 12-digit account id, an organization ARN or an OU ARN"
-DURATION = re.compile(r"(\d+)([hdw])")
-DURATION_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 #: EC2 deprecates at most ten years ahead.
 LONGEST_DEPRECATION = timedelta(days=3650)
-
-
-def parse_duration(text: str, flag: str) -> timedelta:
-    """``90d``, ``12w``, ``36h``."""
-    found = DURATION.fullmatch(text.strip())
-    if found is None or int(found.group(1)) == 0:
-        raise RequestError(
-            f"{flag} {text!r} is not a duration", hint="write hours, days or weeks: 36h, 90d, 12w"
-        )
-    return int(found.group(1)) * DURATION_UNITS[found.group(2)]
 
 
 def parse_time(text: str, flag: str) -> datetime:

@@ -7,6 +7,7 @@ import logging
 import shlex
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from aminator_local import integrity
 from aminator_local.store import Store, clone_file
@@ -161,6 +162,16 @@ class LocalCloud(CloudBackend):
 
     def remove_image(self, image_id: str) -> int:
         return self.store.remove_image(image_id)
+
+    def plan(self, base: Image, *, size_bytes: int | None, bake_id: str) -> dict[str, Any]:
+        self.store.require_room_for_bake(base.snapshot_id)
+        return {"store": str(self.store.home)}
+
+    def removal_refused(self, image: Image) -> str | None:
+        if image.base_image_id is None:
+            return "a base image, not baked: remove it with 'aminate images rm'"
+        users = self.store.running_bakes_on(image)
+        return f"the base of a running bake ({', '.join(users)})" if users else None
 
     def disk_usage(self, image: Image) -> int | None:
         return self.store.disk_usage(image.snapshot_id)

@@ -749,6 +749,18 @@ class Store:
         """
         return self._freeing(lambda: self._remove_image(image_id))
 
+    def running_bakes_on(self, image: Image) -> list[str]:
+        """The running bakes whose volume was made from the image."""
+        with self.reading() as db:
+            return self._running_bakes_on(db, image.snapshot_id)
+
+    @staticmethod
+    def _running_bakes_on(db: sqlite3.Connection, snapshot_id: str) -> list[str]:
+        rows = db.execute(
+            "SELECT bake_id, owner FROM volumes WHERE snapshot_id = ?", (snapshot_id,)
+        )
+        return [row["bake_id"] for row in rows if owner_alive(row["owner"])]
+
     def _remove_image(self, image_id: str) -> int:
         image = self.image(image_id)
         path = self.snapshot_path(image.snapshot_id)
@@ -763,14 +775,7 @@ class Store:
                         hint="remove it once that bake has its volume",
                     ) from exc
             with self.transaction() as db:
-                users = [
-                    row["bake_id"]
-                    for row in db.execute(
-                        "SELECT bake_id, owner FROM volumes WHERE snapshot_id = ?",
-                        (image.snapshot_id,),
-                    )
-                    if owner_alive(row["owner"])
-                ]
+                users = self._running_bakes_on(db, image.snapshot_id)
                 if users:
                     raise ConflictError(
                         f"image {image_id} is the base of a running bake ({', '.join(users)})",

@@ -157,6 +157,10 @@ def bake_seen(monkeypatch: pytest.MonkeyPatch) -> BakeSeen:
             seen.runner = self
             raise ConfigError(STOPPED)
 
+        def plan(self) -> dict[str, object]:  # --dry-run
+            seen.runner = self
+            raise ConfigError(STOPPED)
+
     monkeypatch.setattr(cli, "Bake", StoppedBake)
     return seen
 
@@ -1324,6 +1328,8 @@ FLAG_VALUES: dict[str, tuple[list[str], Any]] = {
     "refresh": (["--refresh"], True),
     "install_timeout": (["--install-timeout", "60"], 60),
     "root_volume_size": (["--root-volume-size", "8"], 8),
+    "keep": (["--keep", "3"], 3),
+    "dry_run": (["--dry-run"], True),
 }
 
 
