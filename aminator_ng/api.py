@@ -65,7 +65,7 @@ from aminator_ng.host.imagefs import ImagePathError
 from aminator_ng.host.locks import LockHeldError, file_lock
 from aminator_ng.host.run import Completed, HostPackages, find_tool, run
 
-API_VERSION = "2.0"
+API_VERSION = "2.1"
 
 __all__ = [
     "API_VERSION",
