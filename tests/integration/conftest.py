@@ -26,6 +26,7 @@ from packageurl import PackageURL
 from aminator_ng.host.blockdev import find_root_filesystem, loop_device, partition_nodes
 from aminator_ng.host.mount import mounted
 from aminator_ng.pipeline.bake import BAKE_PIPELINE
+from tests.ec2moto import MotoEc2, moto_ec2, policy_actions
 from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.hoststate import held_under, processes_rooted_under, release_everything_under
 from tests.integration import rpms
@@ -254,6 +255,16 @@ def shared_package_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     yield cache
     Workspace.shared_cache = None
     shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
+    """A moto server with this process's bake host as its instance."""
+    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
+        server.instance_id = server.host_instance(monkeypatch)
+        yield server
+        # Everything the engine asked of AWS is allowed by the documented policy.
+        assert server.actions() <= policy_actions()
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aminator_ng.pipeline.recovery import ENGINE_KINDS
-from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.ec2moto import ZONE, MotoEc2, made_by_bakes, policy_actions
 from tests.iampolicy import EBS_KMS_ACTIONS
 from tests.integration import rpms
 from tests.integration.conftest import (
@@ -39,15 +38,6 @@ BASE_ATTRIBUTES: dict[str, Any] = {
     "SriovNetSupport": "simple",
     "UefiData": UEFI_DATA,
 }
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
-        server.instance_id = server.host_instance(monkeypatch)
-        yield server
-        # Everything the engine asked of AWS is allowed by the documented policy.
-        assert server.actions() <= policy_actions()
 
 
 @pytest.fixture

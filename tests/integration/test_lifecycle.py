@@ -6,13 +6,12 @@ region, deprecated and protected."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ec2moto import REGION, MotoEc2, made_by_bakes, moto_ec2, policy_actions
+from tests.ec2moto import REGION, MotoEc2, made_by_bakes
 from tests.integration.conftest import Workspace, mounted_image
 from tests.integration.debs import build_deb
 
@@ -96,14 +95,6 @@ def test_keep_prunes_a_local_family_after_the_bake_and_prune_says_what_it_kept(
 
 
 # EC2, on moto.
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_ec2(monkeypatch, tmp_path / "ec2") as server:
-        server.instance_id = server.host_instance(monkeypatch)
-        yield server
-        assert server.actions() <= policy_actions()
 
 
 def earlier_ami(moto: MotoEc2, name: str, family: str, base_ami: str) -> dict[str, str]:
