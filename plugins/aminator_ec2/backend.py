@@ -633,6 +633,9 @@ class Ec2Cloud(CloudBackend):
     # Removing images.
 
     def removal_refused(self, image: Image) -> str | None:
+        source = image.tags.get(SOURCE_IMAGE_TAG)
+        if source:  # a copy another region's bake host made: it goes with its AMI
+            return f"a copy of {source}, which is pruned with it where it was baked"
         refusal = self._refusal(self._described(image.image_id), self._copies_of(image))
         return refusal.message if refusal else None
 

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.ec2.models import ec2_backends
 
+from aminator_ec2 import waiting
 from aminator_ec2.copies import CopyPlan
 from aminator_ec2.plugin import Ec2Settings
-from aminator_ng.api import ImageKeptError, RequestError
+from aminator_ng.api import Image, ImageKeptError, RequestError
 from tests.ec2moto import REGION, MotoEc2, bake_with_backend, made_by_bakes, moto_on_this_host
 
 WEST, EUROPE = "us-west-2", "eu-west-1"
@@ -108,8 +110,6 @@ def test_a_failed_copy_releases_its_region_and_keeps_the_ami_and_the_other_copie
 ) -> None:
     base_ami = moto.base_image("debian-12-base", None)
     cloud = moto.backend(tmp_path / "lock", copy_to=(WEST, EUROPE))
-    from aminator_ec2 import waiting
-
     real_state = waiting.image_state
 
     def europe_fails(ec2: Any, image_id: str) -> tuple[str, str]:
@@ -161,8 +161,6 @@ def test_a_dead_bakes_unfinished_copy_is_a_leftover_that_cleanup_releases(
     image = bake_with_backend(cloud, base_ami, "bake-0001")
     west = moto.client("ec2", region=WEST)
     # As if the bake died while the copy was pending: the copy is not available yet.
-    from moto.ec2.models import ec2_backends
-
     ec2_backends["123456789012"][WEST].amis[image.copies[WEST]].state = "pending"
     leftovers = cloud.leftovers("bake-0001")
     copy_snapshot = moto.client("ec2", region=WEST).describe_images(ImageIds=[image.copies[WEST]])[
@@ -179,3 +177,16 @@ def test_a_dead_bakes_unfinished_copy_is_a_leftover_that_cleanup_releases(
     assert made_by_bakes(west) == {"volumes": [], "snapshots": [], "images": []}
     assert made_by_bakes(moto.ec2)["images"] == [image.image_id]
     assert cloud.leftovers("bake-0001") == []
+
+
+def test_retention_in_a_copys_region_leaves_the_copy_to_its_ami(
+    moto: MotoEc2, tmp_path: Path
+) -> None:
+    base_ami = moto.base_image("debian-12-base", None)
+    image = bake_with_backend(moto.backend(tmp_path / "lock", copy_to=(WEST,)), base_ami, "b-1")
+    west = moto.client("ec2", region=WEST)
+    copy = west.describe_images(ImageIds=[image.copies[WEST]])["Images"][0]
+    tags = {t["Key"]: t["Value"] for t in copy["Tags"]}
+    as_listed = Image(copy["ImageId"], copy["Name"], image.created, "", tags=tags)
+    refusal = moto.backend(tmp_path / "lock").removal_refused(as_listed)
+    assert refusal == f"a copy of {image.image_id}, which is pruned with it where it was baked"
