@@ -122,8 +122,9 @@ def test_an_ec2_bake_registers_the_new_snapshot_with_the_base_attributes(
     unused_here |= {"ec2:CreateTags", "s3:PutObject", "s3:DeleteObject"}
     # EC2 asks KMS itself, in the bake host's name, for an encrypted volume.
     unused_here |= set(EBS_KMS_ACTIONS)
-    # Sharing, deprecation and protection are asked for with their flags.
+    # Sharing, copies, deprecation and protection are asked for with their flags.
     unused_here |= {
+        "ec2:CopyImage",
         "ec2:ModifyImageAttribute",
         "ec2:ModifySnapshotAttribute",
         "ec2:EnableImageDeprecation",
