@@ -435,10 +435,7 @@ class Bake:
                 hint=f"the new image is complete; prune again with: aminate images prune "
                 f"--keep {self.request.keep} --family {self.family}",
             ) from error
-        for decision in done:
-            if decision.action != KEPT:
-                log.info("prune: %s", decision.describe())
-        return done
+        return done  # each removal and skip is logged as it happens
 
     @property
     def family(self) -> str | None:

@@ -68,9 +68,6 @@ class Decision:
             "reason": self.reason,
         }
 
-    def describe(self) -> str:
-        return f"{self.action} {self.image.image_id} ({self.image.name}): {self.reason}"
-
 
 @dataclass(frozen=True)
 class Retention:
