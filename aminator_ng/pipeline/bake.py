@@ -412,16 +412,14 @@ class Bake:
             self.cloud.name: cloud_plan,
         }
 
-    def retention(self) -> Retention:
-        assert self.request.keep is not None
-        return Retention(self.request.keep, self.settings.family_tag, family=self.family)
-
     def _prune_family(self, image: Image) -> list[Decision]:
         """``--keep``: the family's older images removed, once the new one is complete. A
         failure leaves the new image as it is, and says so."""
         try:
             with self.steps.step("prune"):
-                decisions = self.retention().plan(
+                assert self.request.keep is not None
+                retention = Retention(self.request.keep, self.settings.family_tag, self.family)
+                decisions = retention.plan(
                     self.cloud.list_images(),
                     now=datetime.now(UTC),
                     refused=self.cloud.removal_refused,

@@ -27,6 +27,7 @@ from aminator_ec2.copies import (
     CopyPlan,
     CopySource,
     RegionCopies,
+    deregister_copy,
 )
 from aminator_ec2.devices import (
     ATTACHMENT_POINTS,
@@ -477,24 +478,20 @@ class Ec2Cloud(CloudBackend):
                         self.sboms.stored(self.clients.s3, self.clients.region, image_id, spec.sbom)
                     )
                 copies: dict[str, str] = {}
-                try:
-                    copies = (
-                        {}
-                        if not copy_plan.regions
-                        else self._copies(copy_plan, publishing, bake_id).make(
-                            CopySource(
-                                self.clients.region,
-                                image_id,
-                                spec.name,
-                                spec.description,
-                                tags,
-                                encrypted=self._encrypted(snapshot.snapshot_id),
-                            )
-                        )
+                if copy_plan.regions:
+                    source = CopySource(
+                        self.clients.region,
+                        image_id,
+                        spec.name,
+                        spec.description,
+                        tags,
+                        encrypted=self._encrypted(snapshot.snapshot_id),
                     )
-                except ImageKeptError as error:
-                    copies_failed = error
-                    stack.pop_all()  # the image is kept, and its manifest and SBOM with it
+                    try:
+                        copies = self._copies(copy_plan, publishing, bake_id).make(source)
+                    except ImageKeptError as error:
+                        copies_failed = error
+                        stack.pop_all()  # the image is kept, and its manifest and SBOM with it
                 if copies_failed is None:
                     yield replace(self.get_image(image_id), copies=copies)
         except BaseException:
@@ -540,13 +537,7 @@ class Ec2Cloud(CloudBackend):
         root = self.root_volume(ec2_base)
         publishing = Publishing.from_settings(self.ec2_settings, datetime.now(UTC))
         copy_plan = CopyPlan.from_settings(self.ec2_settings, self.clients.region)
-        encrypted = root.encrypted or bool(
-            call(
-                self.ec2.describe_snapshots,
-                ec2_base.root_snapshot_id,
-                SnapshotIds=[ec2_base.root_snapshot_id],
-            )["Snapshots"][0].get("Encrypted")
-        )
+        encrypted = root.encrypted or self._encrypted(ec2_base.root_snapshot_id)
         tags = {BAKE_ID_TAG: bake_id, BASE_IMAGE_TAG: ec2_base.image_id}
         register = register_image_request(
             ec2_base,
@@ -859,10 +850,7 @@ class Ec2Cloud(CloudBackend):
                 raise
             return  # gone already
         for image in answer.get("Images", ()):
-            if str(image.get("DeregistrationProtection", "disabled")) != "disabled":
-                call(ec2.disable_image_deregistration_protection, image_id, ImageId=image_id)
-            call(ec2.deregister_image, image_id, ImageId=image_id)
-            log.info("deregistered the copy %s", image_id)
+            deregister_copy(ec2, image)
 
     def _release_volume(self, volume_id: str) -> None:
         try:

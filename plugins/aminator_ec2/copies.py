@@ -195,11 +195,7 @@ class RegionCopies:
             ec2.describe_images, f"copies in {region}", Owners=["self"], Filters=mine
         ).get("Images", [])
         for image in images:
-            image_id = str(image["ImageId"])
-            if str(image.get("DeregistrationProtection", "disabled")) != "disabled":
-                call(ec2.disable_image_deregistration_protection, image_id, ImageId=image_id)
-            call(ec2.deregister_image, image_id, ImageId=image_id)
-            log.info("deregistered the copy %s in %s", image_id, region)
+            deregister_copy(ec2, image)
         snapshots = call(
             ec2.describe_snapshots, f"copies in {region}", OwnerIds=["self"], Filters=mine
         ).get("Snapshots", [])
@@ -207,6 +203,15 @@ class RegionCopies:
             snapshot_id = str(snapshot["SnapshotId"])
             call(ec2.delete_snapshot, snapshot_id, SnapshotId=snapshot_id)
             log.info("deleted the copy's snapshot %s in %s", snapshot_id, region)
+
+
+def deregister_copy(ec2: Any, image: Mapping[str, Any]) -> None:
+    """Deregister a copy as DescribeImages showed it, lifting its protection first."""
+    image_id = str(image["ImageId"])
+    if str(image.get("DeregistrationProtection", "disabled")) != "disabled":
+        call(ec2.disable_image_deregistration_protection, image_id, ImageId=image_id)
+    call(ec2.deregister_image, image_id, ImageId=image_id)
+    log.info("deregistered the copy %s in %s", image_id, ec2.meta.region_name)
 
 
 def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from aminator_ng.commands.cli import main
+from tests.ec2moto import MotoEc2, moto_on_this_host
 from tests.hookrecord import HOOK_RECORD_VARIABLE
 from tests.unit.cli_runs import Aminate, Outcome, Workspace
 
@@ -113,3 +114,10 @@ def aminate(
         return Outcome(exited.value.code, out, err)
 
     return invoke
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
+    """A moto server with this process as its bake host (tests/ec2moto.py)."""
+    with moto_on_this_host(monkeypatch, tmp_path) as server:
+        yield server

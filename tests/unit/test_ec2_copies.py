@@ -5,7 +5,6 @@ and the other copies are kept and named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ import pytest
 from moto.ec2.models import ec2_backends
 
 from aminator_ec2 import waiting
+from aminator_ec2.backend import Ec2Cloud
 from aminator_ec2.copies import CopyPlan
 from aminator_ec2.plugin import Ec2Settings
 from aminator_ng.api import Image, ImageKeptError, RequestError
-from tests.ec2moto import REGION, MotoEc2, bake_with_backend, made_by_bakes, moto_on_this_host
+from tests.ec2moto import REGION, MotoEc2, bake_with_backend, made_by_bakes
 
 WEST, EUROPE = "us-west-2", "eu-west-1"
 ACCOUNT = "111122223333"
@@ -45,10 +45,11 @@ def test_a_copy_is_as_encrypted_as_its_source_or_with_its_regions_key() -> None:
     assert plan.encryption(EUROPE, encrypted=False) == {}
 
 
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_on_this_host(monkeypatch, tmp_path) as server:
-        yield server
+def baked_with_a_copy_in_the_west(moto: MotoEc2, tmp_path: Path) -> tuple[Ec2Cloud, Image]:
+    """A backend that copies to us-west-2, and the AMI of a bake with it."""
+    base_ami = moto.base_image("debian-12-base", None)
+    cloud = moto.backend(tmp_path / "lock", copy_to=(WEST,))
+    return cloud, bake_with_backend(cloud, base_ami, "bake-0001")
 
 
 def test_the_ami_is_copied_with_its_name_tags_and_publishing_and_reported(
@@ -138,9 +139,7 @@ def test_a_failed_copy_releases_its_region_and_keeps_the_ami_and_the_other_copie
 def test_images_rm_removes_the_ami_with_its_copies_and_refuses_a_protected_copy(
     moto: MotoEc2, tmp_path: Path
 ) -> None:
-    base_ami = moto.base_image("debian-12-base", None)
-    cloud = moto.backend(tmp_path / "lock", copy_to=(WEST,))
-    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    cloud, image = baked_with_a_copy_in_the_west(moto, tmp_path)
     west = moto.client("ec2", region=WEST)
     west.enable_image_deregistration_protection(ImageId=image.copies[WEST])
     with pytest.raises(RequestError, match=f"{image.copies[WEST]} in {WEST} is protected"):
@@ -156,9 +155,7 @@ def test_images_rm_removes_the_ami_with_its_copies_and_refuses_a_protected_copy(
 def test_a_dead_bakes_unfinished_copy_is_a_leftover_that_cleanup_releases(
     moto: MotoEc2, tmp_path: Path
 ) -> None:
-    base_ami = moto.base_image("debian-12-base", None)
-    cloud = moto.backend(tmp_path / "lock", copy_to=(WEST,))
-    image = bake_with_backend(cloud, base_ami, "bake-0001")
+    cloud, image = baked_with_a_copy_in_the_west(moto, tmp_path)
     west = moto.client("ec2", region=WEST)
     # As if the bake died while the copy was pending: the copy is not available yet.
     ec2_backends["123456789012"][WEST].amis[image.copies[WEST]].state = "pending"
@@ -182,8 +179,7 @@ def test_a_dead_bakes_unfinished_copy_is_a_leftover_that_cleanup_releases(
 def test_retention_in_a_copys_region_leaves_the_copy_to_its_ami(
     moto: MotoEc2, tmp_path: Path
 ) -> None:
-    base_ami = moto.base_image("debian-12-base", None)
-    image = bake_with_backend(moto.backend(tmp_path / "lock", copy_to=(WEST,)), base_ami, "b-1")
+    _, image = baked_with_a_copy_in_the_west(moto, tmp_path)
     west = moto.client("ec2", region=WEST)
     copy = west.describe_images(ImageIds=[image.copies[WEST]])["Images"][0]
     tags = {t["Key"]: t["Value"] for t in copy["Tags"]}

@@ -4,22 +4,15 @@ played with botocore's Stubber, as EC2 answers it (UnauthorizedOperation)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.stub import ANY, Stubber
 
 from aminator_ng.api import HostError
-from tests.ec2moto import REGION, MotoEc2, made_by_bakes, moto_on_this_host
+from tests.ec2moto import REGION, MotoEc2, made_by_bakes
 
 NOTHING = {"volumes": [], "snapshots": [], "images": []}
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_on_this_host(monkeypatch, tmp_path) as server:
-        yield server
 
 
 def test_the_plan_asks_ec2_about_each_creating_call_and_makes_nothing(

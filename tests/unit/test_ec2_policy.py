@@ -6,7 +6,7 @@ carries out everything, so the judgement is the evaluator's."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from tests.ec2moto import (
     Call,
     MotoEc2,
     bake_with_backend,
-    moto_on_this_host,
 )
 from tests.iampolicy import Evaluator, NotModelled, Policy, Statement, arn, condition_holds
 
@@ -36,12 +35,6 @@ EXAMPLE_ARN = {
     "image": arn("ami-0123456789abcdef0"),
     "instance": arn("i-0123456789abcdef0"),
 }
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_on_this_host(monkeypatch, tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ block public access state: tests/ec2moto.py plays them as EC2 documents them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from tests.ec2moto import (
     MotoEc2,
     bake_with_backend,
     made_by_bakes,
-    moto_on_this_host,
 )
 from tests.iampolicy import Evaluator, Policy
 
@@ -65,12 +63,6 @@ def test_targets_durations_and_times_are_read() -> None:
     assert at.deprecate_at == datetime(2027, 6, 30, 12, 0, tzinfo=UTC)
     public = Publishing.from_settings(Ec2Settings(public=True, allow_public=True), NOW)
     assert public.launch_permissions() == [{"Group": "all"}]
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_on_this_host(monkeypatch, tmp_path) as server:
-        yield server
 
 
 def test_a_new_ami_is_shared_deprecated_and_then_protected(moto: MotoEc2, tmp_path: Path) -> None:

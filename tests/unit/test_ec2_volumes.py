@@ -4,7 +4,6 @@ encrypted volume's KMS use is what the documented policy allows, through EC2 onl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.ec2moto import (
     MotoEc2,
     bake_with_backend,
     made_by_bakes,
-    moto_on_this_host,
 )
 from tests.iampolicy import EBS_KMS_ACTIONS, Authorization, Evaluator, Policy, kms_key_arn
 
@@ -81,12 +79,6 @@ def test_without_a_type_the_base_roots_type_and_performance_are_kept() -> None:
     assert RootVolume.chosen(Ec2Settings(), {"VolumeType": "standard"}).kind.name == "gp3"
     with pytest.raises(RequestError, match="needs --iops"):
         RootVolume.chosen(Ec2Settings(), {"VolumeType": "io2"}).check()
-
-
-@pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoEc2]:
-    with moto_on_this_host(monkeypatch, tmp_path) as server:
-        yield server
 
 
 def test_the_chosen_volume_is_created_encrypted_and_kept_by_the_ami(
